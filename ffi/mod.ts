@@ -4,3 +4,5 @@
  */
 export * from "./errno.ts";
 export * from "./libc.ts";
+export * from "./memory.ts";
+export * from "./unix_socket.ts";
