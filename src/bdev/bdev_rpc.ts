@@ -1,0 +1,58 @@
+/**
+ * Generic bdev methods (SPDK's names and shapes).
+ * @module
+ */
+import type { AppContext } from "../rpc/context.ts";
+import type { RpcTable } from "../rpc/rpc.ts";
+import { BdevNotFoundError } from "./errors.ts";
+
+/** Registers bdev_get_bdevs, bdev_get_iostat and bdev_set_options. */
+export function registerBdevRpcs(table: RpcTable<AppContext>): void {
+  table.register("bdev_get_bdevs", {
+    help: "List bdevs, or one by name (params: name, timeout)",
+  }, (p, ctx) => {
+    const name = p.optStr("name");
+    p.optInt("timeout", { min: 0 }); // bdevs appear synchronously here: nothing to wait for
+    p.done();
+    if (name !== undefined) {
+      const b = ctx.bdevs.list().find((b) => b.name === name || b.uuid === name);
+      if (b === undefined) throw new BdevNotFoundError(name);
+      return [b.toJSON()];
+    }
+    return ctx.bdevs.list().map((b) => b.toJSON());
+  });
+
+  table.register("bdev_get_iostat", {
+    help: "I/O counters per bdev (params: name)",
+  }, (p, ctx) => {
+    const name = p.optStr("name");
+    p.done();
+    const bdevs = name === undefined ? ctx.bdevs.list() : [ctx.bdevs.get(name)];
+    return {
+      tick_rate: 1000,
+      ticks: Math.round(performance.now()),
+      bdevs: bdevs.map((b) => ({
+        name: b.name,
+        bytes_read: b.closedStats.readBytes,
+        num_read_ops: b.closedStats.readOps,
+        bytes_written: b.closedStats.writeBytes,
+        num_write_ops: b.closedStats.writeOps,
+        num_unmap_ops: b.closedStats.unmapOps,
+        num_write_zeroes_ops: b.closedStats.writeZeroesOps,
+        num_flush_ops: b.closedStats.flushOps,
+        io_error: b.closedStats.errors,
+      })),
+    };
+  });
+
+  table.register("bdev_set_options", {
+    help: "Set bdev layer options before any bdev exists (params: bdev_io_pool_size)",
+    mutating: true,
+  }, (p, ctx) => {
+    const ioPoolSize = p.optInt("bdev_io_pool_size", { min: 1, max: 65536 });
+    p.optInt("bdev_io_cache_size", { min: 0 }); // SPDK's per-thread cache: no equivalent here
+    p.optBool("bdev_auto_examine");
+    p.done();
+    if (ioPoolSize !== undefined) ctx.bdevs.setOptions({ ioPoolSize });
+  });
+}
