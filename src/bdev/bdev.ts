@@ -27,6 +27,7 @@ import type {
   IoThread,
   RpcCall,
 } from "./bdev_module.ts";
+import { pollerName } from "./bdev_module.ts";
 import {
   BdevBusyError,
   BdevExistsError,
@@ -200,7 +201,7 @@ export class BdevChannel implements BdevCompleter {
   readonly #moduleChannel: BdevModuleChannel;
   readonly #fnTable: BdevFnTable;
   readonly #thread: IoThread;
-  readonly #poller: unknown;
+  readonly #poller: string;
   readonly #freeSlots: Int32Array;
   #freeTop: number;
   #waitHead: BdevIo | null = null;
@@ -224,7 +225,8 @@ export class BdevChannel implements BdevCompleter {
     for (let i = 0; i < poolSize; i++) this.#freeSlots[i] = poolSize - 1 - i;
     this.#freeTop = poolSize;
     this.#moduleChannel = this.#fnTable.getIoChannel(this, thread, poolSize);
-    this.#poller = thread.addPoller(`bdev:${desc.bdev.name}`, this.poll);
+    this.#poller = pollerName(`bdev:${desc.bdev.name}`);
+    thread.addPoller(this.#poller, this.poll);
   }
 
   /** I/Os holding a pool slot now. */
@@ -369,6 +371,7 @@ export class BdevChannel implements BdevCompleter {
       if (this.#doneTail === null) this.#doneHead = io;
       else this.#doneTail.next = io;
       this.#doneTail = io;
+      this.#thread.wake();
       return;
     }
     io.inFlight = false;

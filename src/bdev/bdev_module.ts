@@ -13,8 +13,23 @@ import type { BdevIo, BdevIoStatus, BdevIoType } from "./bdev_io.ts";
  * `submit` (delivering them there would recurse without bound).
  */
 export interface IoThread {
-  addPoller(name: string, fn: () => number): unknown;
-  removePoller(handle: unknown): void;
+  /** Adds a poller; `name` is unique on the thread. */
+  addPoller(name: string, fn: () => number): void;
+  /** Removes the poller called `name`. */
+  removePoller(name: string): unknown;
+  /**
+   * Makes the thread run its pollers soon even if it sleeps in the kernel:
+   * work queued from outside its loop (an RPC, a deferred completion) would
+   * otherwise wait for an unrelated event. Cheap when the thread is busy.
+   */
+  wake(): void;
+}
+
+let pollerSeq = 0;
+
+/** A thread-unique poller name: `what` plus a sequence number. */
+export function pollerName(what: string): string {
+  return `${what}#${++pollerSeq}`;
 }
 
 /** Given to a module channel so it can hand finished I/Os back to the layer. */

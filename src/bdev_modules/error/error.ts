@@ -14,6 +14,7 @@ import {
   bdevIoTypeName,
   type BdevRegistry,
   type IoThread,
+  pollerName,
   type RpcCall,
 } from "../../bdev/mod.ts";
 import { Vbdev, VbdevChannel } from "../../bdev/vbdev.ts";
@@ -58,7 +59,7 @@ class ErrorChannel extends VbdevChannel {
   delayedHead: BdevIo | null = null;
   /** Deadline per slot, in performance.now() milliseconds. */
   readonly deadlineMs: Float64Array;
-  readonly #poller: unknown;
+  readonly #poller: string;
 
   constructor(
     vbdev: ErrorBdev,
@@ -69,7 +70,8 @@ class ErrorChannel extends VbdevChannel {
   ) {
     super(completer, thread, vbdev.baseDesc, poolSize, onChild);
     this.deadlineMs = new Float64Array(poolSize);
-    this.#poller = thread.addPoller(`error:${vbdev.name}`, () => vbdev.releaseDelayed(this));
+    this.#poller = pollerName(`error:${vbdev.name}`);
+    thread.addPoller(this.#poller, () => vbdev.releaseDelayed(this));
   }
 
   override destroy(): void {
