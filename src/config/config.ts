@@ -66,7 +66,9 @@ export function validateConfig(doc: unknown, source = "config"): SluiceConfig {
     const { subsystem, config } = s as Record<string, unknown>;
     if (typeof subsystem !== "string" || !(SUBSYSTEMS as readonly string[]).includes(subsystem)) {
       throw new ConfigError(
-        `${where}.subsystem must be one of ${SUBSYSTEMS.join(", ")}; got ${JSON.stringify(subsystem)}`,
+        `${where}.subsystem must be one of ${SUBSYSTEMS.join(", ")}; got ${
+          JSON.stringify(subsystem)
+        }`,
       );
     }
     if (config === null || config === undefined) {
@@ -79,7 +81,10 @@ export function validateConfig(doc: unknown, source = "config"): SluiceConfig {
       if (typeof c !== "object" || c === null) throw new ConfigError(`${w} must be an object`);
       const { method, params } = c as Record<string, unknown>;
       if (typeof method !== "string") throw new ConfigError(`${w}.method must be a string`);
-      if (params !== undefined && (typeof params !== "object" || params === null || Array.isArray(params))) {
+      if (
+        params !== undefined &&
+        (typeof params !== "object" || params === null || Array.isArray(params))
+      ) {
         throw new ConfigError(`${w}.params must be an object`);
       }
       return { method, params: (params ?? {}) as Record<string, unknown> };

@@ -85,7 +85,9 @@ export class Params {
   optBool(name: string): boolean | undefined {
     const v = this.#get(name);
     if (v === undefined || v === null) return undefined;
-    if (typeof v !== "boolean") throw new RpcParamsError(`"${name}" must be true or false, got ${show(v)}`);
+    if (typeof v !== "boolean") {
+      throw new RpcParamsError(`"${name}" must be true or false, got ${show(v)}`);
+    }
     return v;
   }
 

@@ -114,7 +114,7 @@ export class RpcTable<Ctx> {
     if (rawId !== undefined && rawId !== null && id === null) {
       return invalid(null, "Invalid request: id must be a string or number");
     }
-    if (r["jsonrpc"] !== "2.0") return invalid(id, "Invalid request: jsonrpc must be \"2.0\"");
+    if (r["jsonrpc"] !== "2.0") return invalid(id, 'Invalid request: jsonrpc must be "2.0"');
     const method = r["method"];
     if (typeof method !== "string") return invalid(id, "Invalid request: method must be a string");
     const isNotification = !("id" in r);

@@ -3,13 +3,18 @@ import { JsonStreamSplitter, JsonTooLargeError } from "./json_stream.ts";
 import { Params } from "./params.ts";
 import { RpcParamsError } from "./errors.ts";
 import { RpcTable } from "./rpc.ts";
-import { RpcClientError, rpcCall, RpcServer } from "./server.ts";
+import { rpcCall, RpcClientError, RpcServer } from "./server.ts";
 
 const enc = new TextEncoder();
 
 Deno.test("json splitter: pretty-printed unframed requests, fed one byte at a time", () => {
   const reqs = [
-    { jsonrpc: "2.0", method: "a", id: 1, params: { s: "brace } in \"string\" {", n: [1, { x: 2 }] } },
+    {
+      jsonrpc: "2.0",
+      method: "a",
+      id: 1,
+      params: { s: 'brace } in "string" {', n: [1, { x: 2 }] },
+    },
     { jsonrpc: "2.0", method: "b", id: 2 },
   ];
   const text = reqs.map((r) => JSON.stringify(r, null, 2)).join("\n");
@@ -41,7 +46,11 @@ Deno.test("json splitter: an oversized request is refused", () => {
 
 Deno.test("params: types, ranges and unknown names give clear errors", () => {
   const p = new Params({ num_blocks: 0, name: "x", extra: 1 });
-  assertThrows(() => p.int("num_blocks", { min: 1 }), RpcParamsError, '"num_blocks" must be an integer from 1');
+  assertThrows(
+    () => p.int("num_blocks", { min: 1 }),
+    RpcParamsError,
+    '"num_blocks" must be an integer from 1',
+  );
   assertEquals(p.str("name"), "x");
   assertThrows(() => p.done(), RpcParamsError, 'unknown parameter "extra"');
   assertThrows(() => new Params([1]), RpcParamsError, "params must be an object");
@@ -98,7 +107,9 @@ Deno.test("rpc server: rpc.py-style requests over a Unix socket; garbage drops o
     assertEquals((Deno.statSync(path).mode ?? 0) & 0o777, 0o600);
     // Two pretty-printed requests in one write, no framing, as rpc.py sends them.
     const conn = await Deno.connect({ transport: "unix", path });
-    const reqs = [1, 2].map((id) => JSON.stringify({ jsonrpc: "2.0", method: "bump", id }, null, 2));
+    const reqs = [1, 2].map((id) =>
+      JSON.stringify({ jsonrpc: "2.0", method: "bump", id }, null, 2)
+    );
     await conn.write(enc.encode(reqs.join("\n")));
     const splitter = new JsonStreamSplitter();
     const got: unknown[] = [];

@@ -84,7 +84,9 @@ export class RpcServer<Ctx> {
             req = JSON.parse(text);
           } catch {
             // After unparseable input the stream position is lost: answer and hang up.
-            await send(errorResponse(RpcErrorCode.ParseError, "Parse error: request is not valid JSON"));
+            await send(
+              errorResponse(RpcErrorCode.ParseError, "Parse error: request is not valid JSON"),
+            );
             return;
           }
           const resp = await this.#enqueue(() =>
@@ -94,8 +96,10 @@ export class RpcServer<Ctx> {
         }
       }
     } catch (e) {
-      if (!(e instanceof Deno.errors.BadResource || e instanceof Deno.errors.BrokenPipe ||
-        e instanceof Deno.errors.ConnectionReset)) {
+      if (
+        !(e instanceof Deno.errors.BadResource || e instanceof Deno.errors.BrokenPipe ||
+          e instanceof Deno.errors.ConnectionReset)
+      ) {
         this.#opts.log?.(`rpc: connection error: ${e instanceof Error ? e.message : e}`);
       }
     } finally {
