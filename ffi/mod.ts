@@ -4,5 +4,6 @@
  */
 export * from "./errno.ts";
 export * from "./libc.ts";
+export * from "./io_uring.ts";
 export * from "./memory.ts";
 export * from "./unix_socket.ts";
