@@ -344,18 +344,18 @@ export function relaxSwizzles(module: Uint8Array, exportNames: readonly string[]
   const imported = importedFunctions(module, find(SECTION_IMPORT));
   const exported = exportedFunctions(module, find(SECTION_EXPORT));
 
-  const chosen = new Map<number, string>(); // code body index -> export name
+  const chosen = new Map<number, string[]>(); // code body index -> export names
   for (const name of exportNames) {
     const index = exported.get(name);
     if (index === undefined) throw new WasmRewriteError(`No exported function "${name}".`);
     if (index < imported) throw new WasmRewriteError(`Export "${name}" is an import.`);
-    chosen.set(index - imported, name);
+    chosen.set(index - imported, [...(chosen.get(index - imported) ?? []), name]);
   }
   for (const [name, index] of exported) {
-    const owner = chosen.get(index - imported);
-    if (owner !== undefined && !exportNames.includes(name)) {
+    const owners = chosen.get(index - imported);
+    if (owners !== undefined && !owners.includes(name)) {
       throw new WasmRewriteError(
-        `Export "${name}" shares its function with "${owner}"; refusing to rewrite both.`,
+        `Export "${name}" shares its function with "${owners[0]}"; refusing to rewrite both.`,
       );
     }
   }
@@ -371,10 +371,10 @@ export function relaxSwizzles(module: Uint8Array, exportNames: readonly string[]
   for (let i = 0; i < count; i++) {
     const size = r.u32();
     const fn = new Reader(module, r.pos, r.pos + size);
-    const name = chosen.get(i);
+    const names = chosen.get(i);
     const out: number[] = [];
-    const n = rewriteBody(fn, out, name !== undefined);
-    if (name !== undefined) rewritten[name] = n;
+    const n = rewriteBody(fn, out, names !== undefined);
+    for (const name of names ?? []) rewritten[name] = n;
     append(body, leb(out.length));
     append(body, out);
     r.skip(size);

@@ -1,4 +1,5 @@
-//! A bump allocator over one region of linear memory, reserved once.
+//! Where data lives in linear memory: a bump allocator over one region,
+//! reserved once, and a fixed scratch buffer.
 //!
 //! Why: data-path buffers (I/O payloads, PDUs) must live inside the wasm
 //! memory so kernels reach them without a copy, and the JS side keeps
@@ -108,6 +109,31 @@ pub extern "C" fn heap_capacity() -> usize {
             HEAP_END - align_up(&__heap_base as *const u8 as usize, 16)
         }
     }
+}
+
+/// Bytes in the scratch buffer.
+pub const SCRATCH_BYTES: usize = 65536;
+
+/// Staging area for data that lives outside linear memory (the JS side
+/// copies it in, in pieces of at most `SCRATCH_BYTES`, before calling a
+/// kernel). It is static, hence present from instantiation on: kernels work
+/// before `heap_init`, and staging never allocates. Zero-initialised, so it
+/// costs no bytes in the module file.
+#[repr(align(64))]
+struct Scratch([u8; SCRATCH_BYTES]);
+static mut SCRATCH: Scratch = Scratch([0; SCRATCH_BYTES]);
+
+/// Offset of the scratch buffer.
+#[no_mangle]
+pub extern "C" fn scratch_ptr() -> *mut u8 {
+    // SAFETY: only the address is taken; the JS side does the writes.
+    unsafe { SCRATCH.0.as_mut_ptr() }
+}
+
+/// Size of the scratch buffer.
+#[no_mangle]
+pub extern "C" fn scratch_bytes() -> usize {
+    SCRATCH_BYTES
 }
 
 const fn align_up(x: usize, align: usize) -> usize {

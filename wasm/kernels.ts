@@ -1,0 +1,187 @@
+/**
+ * Loader for wasm/dist/sluice_kernels.wasm and the data-path memory inside it.
+ *
+ * The module is compiled and instantiated synchronously when this file is
+ * imported (the bytes are read next to this file), so every kernel is a
+ * plain synchronous call afterwards.
+ *
+ * Memory design (docs/wasm.md has the why): data-path buffers live INSIDE the
+ * module's linear memory, where kernels reach them without a copy. Growing a
+ * wasm memory detaches every view of it, so the memory grows exactly once,
+ * in {@linkcode initWasmMemory} at start-up, to a configured size; after that
+ * nothing grows it and {@linkcode wasmAlloc} fails when the region is full.
+ * Views returned by {@linkcode wasmAlloc} therefore stay valid for the life
+ * of the process.
+ *
+ * @module
+ */
+
+/** Raised for misuse of the wasm memory: bad sizes, exhaustion, late init. */
+export class WasmMemoryError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "WasmMemoryError";
+  }
+}
+
+type Fn0 = () => number;
+type Fn1 = (a: number) => number;
+type Fn2 = (a: number, b: number) => number;
+type Fn3 = (a: number, b: number, c: number) => number;
+
+/**
+ * The module's raw exports. Pointers are byte offsets into `memory`; every
+ * `i32` result arrives as a signed JS number (use `>>> 0` for u32 values).
+ */
+export interface KernelExports {
+  memory: WebAssembly.Memory;
+  /** Reserves the heap: 0 ok, -1 already reserved, -2 growth refused. */
+  heap_init: Fn1;
+  /** `(size, align)` -> offset, or 0 when not reserved/invalid/exhausted. */
+  heap_alloc: Fn2;
+  heap_used: Fn0;
+  heap_capacity: Fn0;
+  scratch_ptr: Fn0;
+  scratch_bytes: Fn0;
+  /** `(seed, ptr, len)` -> CRC32C, SIMD kernel with relaxed swizzles. */
+  crc32c: Fn3;
+  /** Same SIMD kernel with strict swizzles (benchmark and cross-check). */
+  crc32c_strict: Fn3;
+  /** Scalar slicing-by-8 kernel (reference). */
+  crc32c_scalar: Fn3;
+}
+
+/** Where the module is read from. */
+export const KERNELS_WASM_URL: URL = new URL("./dist/sluice_kernels.wasm", import.meta.url);
+
+function load(): KernelExports {
+  const module = new WebAssembly.Module(Deno.readFileSync(KERNELS_WASM_URL));
+  const raw = new WebAssembly.Instance(module, {}).exports;
+  const fn = <T>(name: string): T => {
+    const f = raw[name];
+    if (typeof f !== "function") {
+      throw new TypeError(`sluice_kernels.wasm lacks the export "${name}".`);
+    }
+    return f as T;
+  };
+  const memory = raw.memory;
+  if (!(memory instanceof WebAssembly.Memory)) {
+    throw new TypeError("sluice_kernels.wasm does not export its memory.");
+  }
+  return {
+    memory,
+    heap_init: fn<Fn1>("heap_init"),
+    heap_alloc: fn<Fn2>("heap_alloc"),
+    heap_used: fn<Fn0>("heap_used"),
+    heap_capacity: fn<Fn0>("heap_capacity"),
+    scratch_ptr: fn<Fn0>("scratch_ptr"),
+    scratch_bytes: fn<Fn0>("scratch_bytes"),
+    crc32c: fn<Fn3>("crc32c"),
+    crc32c_strict: fn<Fn3>("crc32c_strict"),
+    crc32c_scalar: fn<Fn3>("crc32c_scalar"),
+  };
+}
+
+/** The instantiated module (one instance per isolate). */
+export const kernels: KernelExports = load();
+
+/** Largest linear memory of a wasm32 module: 65536 pages of 64 KiB. */
+const MEMORY_BYTES_MAX = 4 * 1024 * 1024 * 1024;
+/** Largest alignment `wasmAlloc` accepts: one wasm page. */
+const ALIGN_MAX = 65536;
+
+let heapView = new Uint8Array(kernels.memory.buffer);
+
+/**
+ * A byte view of the whole linear memory. Re-derived when the memory has
+ * grown (which only `initWasmMemory` does), so never keep the result across
+ * that call.
+ */
+export function wasmMemoryBytes(): Uint8Array {
+  if (heapView.buffer !== kernels.memory.buffer) heapView = new Uint8Array(kernels.memory.buffer);
+  return heapView;
+}
+
+/**
+ * Reserves `heapBytes` of linear memory for {@linkcode wasmAlloc}, growing
+ * the memory once. Call it once at start-up, before any `wasmAlloc`; views
+ * of the memory taken before this call are detached by it.
+ *
+ * @throws {WasmMemoryError} when already called, when `heapBytes` is not a
+ * positive integer that fits in a wasm32 memory, or when the engine refuses
+ * to grow the memory.
+ *
+ * @example
+ * ```ts
+ * import { initWasmMemory, wasmAlloc } from "./mod.ts";
+ * initWasmMemory(64 * 1024 * 1024);
+ * const buf = wasmAlloc(4096, 4096); // lives in wasm memory until exit
+ * ```
+ */
+export function initWasmMemory(heapBytes: number): void {
+  if (!Number.isSafeInteger(heapBytes) || heapBytes <= 0 || heapBytes >= MEMORY_BYTES_MAX) {
+    throw new WasmMemoryError(`Heap size must be an integer in (0, 4 GiB), got ${heapBytes}.`);
+  }
+  const rc = kernels.heap_init(heapBytes);
+  if (rc === -1) throw new WasmMemoryError("The wasm memory is already initialised.");
+  if (rc !== 0) {
+    throw new WasmMemoryError(
+      `The engine refused to grow the wasm memory to hold ${heapBytes} bytes.`,
+    );
+  }
+}
+
+/**
+ * Allocates `bytes` inside the wasm memory, aligned to `align` (a power of
+ * two up to 65536), and returns a view of it; `view.byteOffset` is the
+ * pointer kernels take. The buffer lives until the process exits (pools
+ * recycle their buffers; there is no free), and the view stays valid
+ * because the memory never grows after {@linkcode initWasmMemory}.
+ *
+ * @throws {WasmMemoryError} before `initWasmMemory`, on a bad size or
+ * alignment, or when the reserved region is exhausted.
+ */
+export function wasmAlloc(bytes: number, align = 16): Uint8Array {
+  if (!Number.isSafeInteger(bytes) || bytes < 0 || bytes >= MEMORY_BYTES_MAX) {
+    throw new WasmMemoryError(`Allocation size must be an integer in [0, 4 GiB), got ${bytes}.`);
+  }
+  if (!Number.isInteger(align) || align < 1 || align > ALIGN_MAX || (align & (align - 1)) !== 0) {
+    throw new WasmMemoryError(`Alignment must be a power of two up to 65536, got ${align}.`);
+  }
+  if (kernels.heap_capacity() === 0) {
+    throw new WasmMemoryError("Call initWasmMemory() before wasmAlloc().");
+  }
+  const ptr = kernels.heap_alloc(bytes, align) >>> 0;
+  if (ptr === 0) {
+    const stats = wasmMemoryStats();
+    throw new WasmMemoryError(
+      `The wasm heap is exhausted: ${bytes} bytes requested, ` +
+        `${stats.heapCapacityBytes - stats.heapUsedBytes} of ${stats.heapCapacityBytes} left.`,
+    );
+  }
+  return new Uint8Array(kernels.memory.buffer, ptr, bytes);
+}
+
+/** Sizes of the wasm memory and of its heap region. */
+export interface WasmMemoryStats {
+  /** Current size of the linear memory. */
+  memoryBytes: number;
+  /** Reserved heap (0 before `initWasmMemory`). */
+  heapCapacityBytes: number;
+  /** Heap handed out, alignment padding included. */
+  heapUsedBytes: number;
+}
+
+/** Reports the memory and heap sizes (for metrics and tests). */
+export function wasmMemoryStats(): WasmMemoryStats {
+  return {
+    memoryBytes: kernels.memory.buffer.byteLength,
+    heapCapacityBytes: kernels.heap_capacity() >>> 0,
+    heapUsedBytes: kernels.heap_used() >>> 0,
+  };
+}
+
+/** True when `data` is a view of the wasm memory (kernels read it in place). */
+export function isInWasmMemory(data: Uint8Array): boolean {
+  return data.buffer === kernels.memory.buffer;
+}
