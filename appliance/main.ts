@@ -1,0 +1,356 @@
+/**
+ * The sluice command: the daemon (`serve`) and the CLI (`rpc`, `status`).
+ *
+ *   sluice serve                 run the appliance (state in ./var)
+ *   sluice rpc <method> [--p v]  call a JSON-RPC method on a running appliance
+ *   sluice status                what a running appliance is serving
+ * @module
+ */
+import { resolve } from "node:path";
+import { App } from "../src/app.ts";
+import {
+  applyConfig,
+  buildConfig,
+  ConfigError,
+  readConfigFile,
+  writeConfigFile,
+} from "../src/config/config.ts";
+import { rpcCall, RpcClientError, RpcServer } from "../src/rpc/server.ts";
+import { VERSION } from "../src/version.ts";
+
+const DEFAULT_STATE_DIR = "./var";
+const DEFAULT_VOLUME_BYTES = 1024 ** 3;
+
+const USAGE = `sluice ${VERSION}: fast, safe virtual disks (vhost-user-blk, NVMe/TCP)
+
+Usage: sluice <command> [options]
+
+Commands:
+  serve     Run the appliance (the default config serves a 1 GiB volume from ./var)
+  rpc       Call a JSON-RPC method on a running appliance
+  status    Show what a running appliance is serving
+  help      Show this help, or a command's: sluice help <command>
+
+Run 'sluice <command> --help' for a command's options.`;
+
+const SERVE_USAGE = `Usage: sluice serve [options]
+
+Runs the appliance in the foreground until SIGINT or SIGTERM.
+
+Options:
+  --state-dir DIR     Where state lives (default ./var)
+  --rpc-socket PATH   JSON-RPC Unix socket (default <state-dir>/sluice.sock)
+  --config FILE       Config to load and keep up to date (default <state-dir>/config.json).
+                      When it does not exist, the embedded default is used: a 1 GiB
+                      file-backed bdev "default" on <state-dir>/default.img.
+  -h, --help          Show this help`;
+
+const RPC_USAGE = `Usage: sluice rpc <method> [--param value ...] [options]
+
+Calls one JSON-RPC method and prints the result as JSON. Parameters are
+given as --name value; values that parse as JSON (numbers, true/false,
+objects) are sent as such, others as strings. Dashes in names become
+underscores (--num-blocks = --num_blocks).
+
+Options:
+  --params JSON       The whole params object as JSON (overrides --name value pairs)
+  -s, --rpc-socket P  Socket of the appliance (default ./var/sluice.sock)
+  -h, --help          Show this help; 'sluice rpc rpc_get_methods' lists the methods
+
+Examples:
+  sluice rpc bdev_malloc_create --name Malloc0 --num_blocks 32768 --block_size 512
+  sluice rpc bdev_get_bdevs
+  sluice rpc save_config > my-config.json`;
+
+const STATUS_USAGE = `Usage: sluice status [options]
+
+Shows the version, uptime, bdevs and data-path counters of a running appliance.
+
+Options:
+  -s, --rpc-socket P  Socket of the appliance (default ./var/sluice.sock)
+  -h, --help          Show this help`;
+
+/** A command-line usage mistake: printed with a hint, exit status 2. */
+class UsageError extends Error {}
+
+interface ParsedArgs {
+  positional: string[];
+  options: Map<string, string | true>;
+}
+
+function parseArgs(args: string[]): ParsedArgs {
+  const positional: string[] = [];
+  const options = new Map<string, string | true>();
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] as string;
+    if (a === "-h") options.set("help", true);
+    else if (a === "-s") {
+      const v = args[++i];
+      if (v === undefined) throw new UsageError("-s needs a socket path");
+      options.set("rpc-socket", v);
+    } else if (a.startsWith("--")) {
+      const eq = a.indexOf("=");
+      if (eq > 0) options.set(a.slice(2, eq), a.slice(eq + 1));
+      else {
+        const next = args[i + 1];
+        if (next === undefined || next.startsWith("--")) options.set(a.slice(2), true);
+        else {
+          options.set(a.slice(2), next);
+          i++;
+        }
+      }
+    } else positional.push(a);
+  }
+  return { positional, options };
+}
+
+function optString(p: ParsedArgs, name: string): string | undefined {
+  const v = p.options.get(name);
+  if (v === true) throw new UsageError(`--${name} needs a value`);
+  p.options.delete(name);
+  return v;
+}
+
+function rejectUnknown(p: ParsedArgs, command: string): void {
+  for (const k of p.options.keys()) {
+    throw new UsageError(`unknown option --${k} for '${command}'`);
+  }
+}
+
+function log(msg: string): void {
+  console.log(`sluice: ${msg}`);
+}
+
+async function serve(p: ParsedArgs): Promise<number> {
+  if (p.options.has("help")) {
+    console.log(SERVE_USAGE);
+    return 0;
+  }
+  const stateDir = resolve(optString(p, "state-dir") ?? DEFAULT_STATE_DIR);
+  const socketPath = resolve(optString(p, "rpc-socket") ?? `${stateDir}/sluice.sock`);
+  const configPath = resolve(optString(p, "config") ?? `${stateDir}/config.json`);
+  rejectUnknown(p, "serve");
+  if (p.positional.length > 0) throw new UsageError(`unexpected argument '${p.positional[0]}'`);
+
+  await Deno.mkdir(stateDir, { recursive: true });
+  if (await isServing(socketPath)) {
+    console.error(`sluice: another appliance is already serving ${socketPath}`);
+    return 1;
+  }
+
+  const app = new App();
+  app.start();
+  try {
+    if (await exists(configPath)) {
+      const cfg = await readConfigFile(configPath);
+      const n = await applyConfig(app.rpc, app, cfg, configPath);
+      log(`loaded ${configPath} (${n} call${n === 1 ? "" : "s"})`);
+    } else {
+      await createDefault(app, stateDir);
+      await writeConfigFile(configPath, buildConfig(app));
+      log(`wrote the default config to ${configPath}`);
+    }
+  } catch (e) {
+    console.error(`sluice: ${e instanceof ConfigError ? "" : "start-up failed: "}${errorText(e)}`);
+    await app.shutdown();
+    return 1;
+  }
+
+  const server = new RpcServer({
+    path: socketPath,
+    table: app.rpc,
+    ctx: app,
+    onMutated: () => writeConfigFile(configPath, buildConfig(app)),
+    log,
+  });
+  for (const b of app.bdevs.list()) {
+    log(
+      `bdev ${b.name}: ${b.module}, ${
+        formatBytes(b.sizeBytes)
+      } (${b.numBlocks} x ${b.blockSize} B)`,
+    );
+  }
+  log(`JSON-RPC on ${socketPath}; ready (pid ${Deno.pid})`);
+
+  const { promise: stopped, resolve: stop } = Promise.withResolvers<string>();
+  const onSignal = (sig: Deno.Signal) => () => stop(sig);
+  const handlers: [Deno.Signal, () => void][] = [
+    ["SIGINT", onSignal("SIGINT")],
+    ["SIGTERM", onSignal("SIGTERM")],
+  ];
+  for (const [sig, h] of handlers) Deno.addSignalListener(sig, h);
+  const sig = await stopped;
+  log(`${sig}: shutting down`);
+  for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+  await server.close();
+  await app.shutdown();
+  log("stopped");
+  return 0;
+}
+
+/** The embedded default: a 1 GiB file-backed volume, created on first start. */
+async function createDefault(app: App, stateDir: string): Promise<void> {
+  const image = `${stateDir}/default.img`;
+  if (!(await exists(image))) {
+    const f = await Deno.open(image, { create: true, write: true, mode: 0o600 });
+    try {
+      await f.truncate(DEFAULT_VOLUME_BYTES);
+    } finally {
+      f.close();
+    }
+    log(`created ${image} (${formatBytes(DEFAULT_VOLUME_BYTES)}, sparse)`);
+  }
+  await app.call("bdev_file_create", { name: "default", filename: image, block_size: 512 });
+}
+
+async function rpc(p: ParsedArgs): Promise<number> {
+  const [method, ...rest] = p.positional;
+  if (p.options.has("help") || method === undefined) {
+    console.log(RPC_USAGE);
+    return method === undefined && !p.options.has("help") ? 2 : 0;
+  }
+  if (rest.length > 0) throw new UsageError(`unexpected argument '${rest[0]}'`);
+  const socketPath = optString(p, "rpc-socket") ?? `${DEFAULT_STATE_DIR}/sluice.sock`;
+  let params: Record<string, unknown> | undefined;
+  const json = optString(p, "params");
+  if (json !== undefined) {
+    try {
+      params = JSON.parse(json);
+    } catch {
+      throw new UsageError("--params must be a JSON object");
+    }
+  } else if (p.options.size > 0) {
+    params = {};
+    for (const [k, v] of p.options) params[k.replaceAll("-", "_")] = v === true ? true : jsonish(v);
+  }
+  const result = await rpcCall(socketPath, method, params);
+  console.log(JSON.stringify(result, null, 2));
+  return 0;
+}
+
+function jsonish(v: string): unknown {
+  try {
+    return JSON.parse(v);
+  } catch {
+    return v;
+  }
+}
+
+async function status(p: ParsedArgs): Promise<number> {
+  if (p.options.has("help")) {
+    console.log(STATUS_USAGE);
+    return 0;
+  }
+  const socketPath = optString(p, "rpc-socket") ?? `${DEFAULT_STATE_DIR}/sluice.sock`;
+  rejectUnknown(p, "status");
+  const s = await rpcCall(socketPath, "sluice_get_status") as {
+    version: string;
+    pid: number;
+    uptime_s: number;
+    bdevs: {
+      name: string;
+      module: string;
+      size_bytes: number;
+      block_size: number;
+      claimed: boolean;
+    }[];
+    reactor: Record<string, number>;
+  };
+  console.log(`sluice ${s.version}, pid ${s.pid}, up ${s.uptime_s} s, RPC ${socketPath}`);
+  console.log(`bdevs (${s.bdevs.length}):`);
+  for (const b of s.bdevs) {
+    console.log(
+      `  ${b.name.padEnd(20)} ${b.module.padEnd(9)} ${
+        formatBytes(b.size_bytes).padStart(10)
+      }  ${b.block_size} B blocks${b.claimed ? "  (claimed)" : ""}`,
+    );
+  }
+  console.log(
+    `reactor: ${Object.entries(s.reactor).map(([k, v]) => `${k}=${v}`).join(" ")}`,
+  );
+  return 0;
+}
+
+async function isServing(path: string): Promise<boolean> {
+  try {
+    const c = await Deno.connect({ transport: "unix", path });
+    c.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1 && n % 1024 === 0) {
+    n /= 1024;
+    i++;
+  }
+  return `${n} ${units[i]}`;
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Runs the command line; returns the exit status. */
+export async function main(args: string[]): Promise<number> {
+  const [command, ...rest] = args;
+  try {
+    switch (command) {
+      case "serve":
+        return await serve(parseArgs(rest));
+      case "rpc":
+        return await rpc(parseArgs(rest));
+      case "status":
+        return await status(parseArgs(rest));
+      case "--version":
+      case "version":
+        console.log(`sluice ${VERSION}`);
+        return 0;
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h": {
+        const topic = rest[0];
+        const usage = topic === "serve"
+          ? SERVE_USAGE
+          : topic === "rpc"
+          ? RPC_USAGE
+          : topic === "status"
+          ? STATUS_USAGE
+          : USAGE;
+        console.log(usage);
+        return command === undefined ? 2 : 0;
+      }
+      default:
+        throw new UsageError(`unknown command '${command}'`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`sluice: ${e.message}\nRun 'sluice --help' for usage.`);
+      return 2;
+    }
+    if (e instanceof RpcClientError) {
+      console.error(`sluice: error: ${e.message}${e.code ? ` (code ${e.code})` : ""}`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

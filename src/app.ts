@@ -1,0 +1,66 @@
+/**
+ * Assembles the engine: the bdev registry, the data-path reactor and the
+ * RPC table with every subsystem's methods. The daemon and tests build an
+ * App the same way.
+ * @module
+ */
+import { BdevRegistry } from "./bdev/mod.ts";
+import { registerBdevRpcs } from "./bdev/bdev_rpc.ts";
+import { registerErrorRpcs } from "./bdev_modules/error/error_rpc.ts";
+import { registerFileRpcs } from "./bdev_modules/file/file_rpc.ts";
+import { registerMallocRpcs } from "./bdev_modules/malloc/malloc_rpc.ts";
+import { registerPassthruRpcs } from "./bdev_modules/passthru/passthru_rpc.ts";
+import { registerConfigRpcs } from "./config/config.ts";
+import { Reactor } from "./reactor/mod.ts";
+import type { AppContext } from "./rpc/context.ts";
+import { registerCoreRpcs } from "./rpc/core_rpc.ts";
+import { RpcTable } from "./rpc/rpc.ts";
+import { VERSION } from "./version.ts";
+
+/** The engine of one appliance process. */
+export class App implements AppContext {
+  readonly bdevs: BdevRegistry = new BdevRegistry();
+  readonly reactor: Reactor;
+  readonly rpc: RpcTable<AppContext> = new RpcTable();
+  readonly startedAtMs: number = Date.now();
+  readonly version: string = VERSION;
+  #running: Promise<void> | null = null;
+
+  constructor(reactor: Reactor = new Reactor()) {
+    this.reactor = reactor;
+    registerCoreRpcs(this.rpc);
+    registerConfigRpcs(this.rpc);
+    registerBdevRpcs(this.rpc);
+    registerMallocRpcs(this.rpc);
+    registerFileRpcs(this.rpc);
+    registerPassthruRpcs(this.rpc);
+    registerErrorRpcs(this.rpc);
+  }
+
+  /** Starts the data-path loop (returns at once). */
+  start(): void {
+    this.#running ??= this.reactor.run();
+  }
+
+  /** Calls an RPC method in-process (what the CLI and web admin do through sockets). */
+  call(method: string, params?: unknown): Promise<unknown> {
+    return this.rpc.call(method, params, this);
+  }
+
+  /** Deletes every bdev (top layers first) and stops the reactor. */
+  async shutdown(): Promise<void> {
+    for (const b of this.bdevs.list().reverse()) {
+      try {
+        await this.bdevs.unregister(b.name);
+      } catch {
+        // Still open by a user that is shutting down too: its memory goes with the process.
+      }
+    }
+    if (this.#running !== null) {
+      await this.reactor.stop();
+      await this.#running;
+      this.#running = null;
+    }
+    this.reactor.close();
+  }
+}

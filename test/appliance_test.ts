@@ -1,0 +1,134 @@
+/**
+ * The daemon and the CLI as an operator uses them: `sluice serve` on a
+ * fresh state dir, `sluice rpc` and `sluice status` against it, the config
+ * surviving a restart, a clean stop on SIGTERM.
+ */
+import { assert, assertEquals } from "../src/testing/assert.ts";
+
+const MAIN = new URL("../appliance/main.ts", import.meta.url).pathname;
+
+function sluice(args: string[]): Promise<Deno.CommandOutput> {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+}
+
+const dec = new TextDecoder();
+
+/** Starts `sluice serve` and waits for its "ready" line. */
+async function startServe(stateDir: string): Promise<{ child: Deno.ChildProcess; log: string[] }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, "serve", "--state-dir", stateDir],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const log: string[] = [];
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  while (!log.some((l) => l.includes("ready"))) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`sluice serve exited before ready:\n${log.join("\n")}`);
+    buf += value;
+    const lines = buf.split("\n");
+    buf = lines.pop() ?? "";
+    log.push(...lines);
+  }
+  // Keep draining so the child never blocks on a full pipe.
+  (async () => {
+    while (!(await reader.read()).done) { /* discard */ }
+  })();
+  return { child, log };
+}
+
+async function stop(child: Deno.ChildProcess): Promise<number> {
+  child.kill("SIGTERM");
+  return (await child.status).code;
+}
+
+Deno.test("appliance: default volume, CLI RPCs, config kept across a restart", async () => {
+  const dir = await Deno.makeTempDir({ dir: "/var/tmp", prefix: "sluice-app-" });
+  const sock = `${dir}/sluice.sock`;
+  try {
+    const first = await startServe(dir);
+    try {
+      assert(first.log.some((l) => l.includes("bdev default: file, 1 GiB")), first.log.join("\n"));
+      assertEquals((await Deno.stat(`${dir}/default.img`)).size, 1024 ** 3);
+
+      const bdevs = await sluice(["rpc", "bdev_get_bdevs", "-s", sock]);
+      assertEquals(bdevs.code, 0, dec.decode(bdevs.stderr));
+      const list = JSON.parse(dec.decode(bdevs.stdout)) as { name: string; num_blocks: number }[];
+      assertEquals(list.map((b) => [b.name, b.num_blocks]), [["default", 2 * 1024 * 1024]]);
+
+      const made = await sluice([
+        "rpc",
+        "bdev_malloc_create",
+        "--num-blocks",
+        "2048",
+        "--name",
+        "ram0",
+        "-s",
+        sock,
+      ]);
+      assertEquals(made.code, 0, dec.decode(made.stderr));
+      assertEquals(JSON.parse(dec.decode(made.stdout)), "ram0");
+
+      // A bad parameter is the caller's error, with the parameter named; the daemon carries on.
+      const bad = await sluice(["rpc", "bdev_malloc_create", "--num_blocks", "-5", "-s", sock]);
+      assertEquals(bad.code, 1);
+      assert(
+        dec.decode(bad.stderr).includes('"num_blocks" must be an integer'),
+        dec.decode(bad.stderr),
+      );
+      const missing = await sluice(["rpc", "bdev_malloc_delete", "--name", "nope", "-s", sock]);
+      assert(
+        dec.decode(missing.stderr).includes('No bdev named "nope" (code -19)'),
+        dec.decode(missing.stderr),
+      );
+
+      const status = await sluice(["status", "-s", sock]);
+      assertEquals(status.code, 0);
+      const text = dec.decode(status.stdout);
+      assert(text.includes("default") && text.includes("ram0"), text);
+
+      // A second daemon on the same state dir refuses to start.
+      const twice = await sluice(["serve", "--state-dir", dir]);
+      assertEquals(twice.code, 1);
+      assert(dec.decode(twice.stderr).includes("already serving"), dec.decode(twice.stderr));
+    } finally {
+      assertEquals(await stop(first.child), 0);
+    }
+
+    const cfg = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+    const methods = cfg.subsystems[0].config.map((c: { method: string }) => c.method);
+    assertEquals(methods, ["bdev_file_create", "bdev_malloc_create"]);
+
+    const second = await startServe(dir);
+    try {
+      assert(second.log.some((l) => l.includes("loaded")), second.log.join("\n"));
+      const out = await sluice(["rpc", "bdev_get_bdevs", "--name", "ram0", "-s", sock]);
+      assertEquals(JSON.parse(dec.decode(out.stdout))[0].num_blocks, 2048);
+    } finally {
+      assertEquals(await stop(second.child), 0);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli: --help for every command, usage errors exit 2", async () => {
+  for (const cmd of [["--help"], ["serve", "--help"], ["rpc", "--help"], ["status", "--help"]]) {
+    const out = await sluice(cmd);
+    assertEquals(out.code, 0, cmd.join(" "));
+    assert(dec.decode(out.stdout).includes("Usage: sluice"), cmd.join(" "));
+  }
+  const bad = await sluice(["frobnicate"]);
+  assertEquals(bad.code, 2);
+  assert(dec.decode(bad.stderr).includes("unknown command 'frobnicate'"));
+  const noServer = await sluice(["status", "-s", "/nonexistent/sluice.sock"]);
+  assertEquals(noServer.code, 1);
+  assert(dec.decode(noServer.stderr).includes("Is sluice running?"));
+});
