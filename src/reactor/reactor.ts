@@ -95,6 +95,12 @@ export interface ReactorOptions {
   /** Time without work before parking, in microseconds. Default 100. */
   idleSpinUs?: number;
   /**
+   * The same while modules have I/O in the kernel ({@link Reactor.ioInFlight}
+   * > 0): the device will answer soon, and waking from a park costs ~100 us
+   * through Deno's FFI thread, more than a fast device takes. Default 2000.
+   */
+  inflightSpinUs?: number;
+  /**
    * Longest stretch of busy polling before the JS event loop gets a turn
    * (timers, worker messages). Default 1.
    */
@@ -177,6 +183,13 @@ export class Reactor {
   };
 
   readonly #idleSpinMs: number;
+  readonly #inflightSpinMs: number;
+  /**
+   * I/Os that modules have submitted to the kernel and not yet seen
+   * complete; they count them up and down. While non-zero the reactor polls
+   * longer before it parks (poll while busy, sleep when idle).
+   */
+  ioInFlight = 0;
   readonly #yieldIntervalMs: number;
   readonly #deepYieldIntervalMs: number;
   readonly #parkTimeoutMs: number;
@@ -214,6 +227,7 @@ export class Reactor {
 
   constructor(options: ReactorOptions = {}) {
     this.#idleSpinMs = (options.idleSpinUs ?? 100) / 1000;
+    this.#inflightSpinMs = (options.inflightSpinUs ?? 2000) / 1000;
     this.#yieldIntervalMs = options.yieldIntervalMs ?? 1;
     this.#deepYieldIntervalMs = options.deepYieldIntervalMs ?? 100;
     this.#parkTimeoutMs = options.parkTimeoutMs ?? 1000;
@@ -417,7 +431,9 @@ export class Reactor {
           now = performance.now();
           if (idleSince < 0) {
             idleSince = now;
-          } else if (now - idleSince >= this.#idleSpinMs) {
+          } else if (
+            now - idleSince >= (this.ioInFlight > 0 ? this.#inflightSpinMs : this.#idleSpinMs)
+          ) {
             await this.#park();
             idleSince = -1;
             lastYield = lastDeepYield = performance.now();

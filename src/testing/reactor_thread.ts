@@ -12,6 +12,10 @@ export function startReactor(): Promise<{ thread: Reactor; stop(): Promise<void>
   return Promise.resolve({
     thread: reactor,
     async stop() {
+      // Leaks show at teardown: every I/O a module started must have ended.
+      if (reactor.ioInFlight !== 0) {
+        throw new Error(`reactor stopped with ${reactor.ioInFlight} I/O(s) still in flight`);
+      }
       await reactor.stop();
       await running;
       reactor.close();

@@ -413,6 +413,7 @@ class FileChannel implements BdevModuleChannel {
   submit(io: BdevIo): void {
     const slot = io.slot;
     this.#ios[slot] = io;
+    this.#reactor.ioInFlight++;
     this.#done[slot] = 0;
     const bs = this.#blockSize;
     switch (io.type) {
@@ -437,8 +438,7 @@ class FileChannel implements BdevModuleChannel {
         break;
       }
       default:
-        this.#ios[slot] = null;
-        this.#completer.complete(io, BdevIoStatus.NotSupported);
+        this.#end(slot, io, BdevIoStatus.NotSupported, 0);
         return;
     }
     // Keep FIFO order behind I/Os already waiting for SQ space.
@@ -581,6 +581,7 @@ class FileChannel implements BdevModuleChannel {
     // Clear first: the completion may start a new I/O in this very slot.
     this.#ios[slot] = null;
     this.#op[slot] = 0;
+    this.#reactor.ioInFlight--;
     this.#completer.complete(io, status, err);
   }
 
