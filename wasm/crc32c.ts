@@ -14,9 +14,17 @@
  * @module
  */
 
+import { crc32cTs } from "./crc32c_ts.ts";
 import { kernels, wasmMemoryBytes } from "./kernels.ts";
 
 type Kernel = (seed: number, ptr: number, len: number) => number;
+
+/**
+ * Below this many bytes `crc32c` stays in TypeScript: a call into wasm
+ * costs ~50 ns, more than slicing-by-8 spends on a short header digest
+ * (measured crossover ~100-128 bytes, docs/wasm.md).
+ */
+const TS_BELOW_BYTES = 128;
 
 const scratchPtr = kernels.scratch_ptr() >>> 0;
 const scratchBytes = kernels.scratch_bytes() >>> 0;
@@ -57,7 +65,9 @@ function run(kernel: Kernel, data: Uint8Array, seed: number): number {
 /**
  * CRC32C of `data`, continuing from `seed` (the CRC of the bytes before it;
  * 0 to start), so `crc32c(b, crc32c(a)) === crc32c(a ++ b)`. Returns an
- * unsigned 32-bit number. SIMD kernel for 256 bytes and up, scalar below.
+ * unsigned 32-bit number. Inputs under 128 bytes are hashed in TypeScript
+ * (cheaper than a call into wasm), longer ones by the wasm kernels: SIMD
+ * from 256 bytes, scalar slicing-by-8 for shorter tails.
  *
  * @throws {RangeError} when `seed` is not an integer in [0, 2^32).
  *
@@ -69,6 +79,16 @@ function run(kernel: Kernel, data: Uint8Array, seed: number): number {
  * ```
  */
 export function crc32c(data: Uint8Array, seed = 0): number {
+  const n = data.byteLength;
+  if (n > 0 && n < TS_BELOW_BYTES) return crc32cTs(data, seed);
+  return run(kernels.crc32c, data, seed);
+}
+
+/**
+ * As {@linkcode crc32c}, always on the wasm SIMD kernel (relaxed swizzles),
+ * whatever the length: for benchmarks and cross-checks.
+ */
+export function crc32cSimd(data: Uint8Array, seed = 0): number {
   return run(kernels.crc32c, data, seed);
 }
 
