@@ -54,8 +54,27 @@ export interface KernelExports {
 /** Where the module is read from. */
 export const KERNELS_WASM_URL: URL = new URL("./dist/sluice_kernels.wasm", import.meta.url);
 
+function compile(): WebAssembly.Module {
+  let bytes: Uint8Array<ArrayBuffer>;
+  try {
+    bytes = Deno.readFileSync(KERNELS_WASM_URL);
+  } catch (err) {
+    throw new Error(`Cannot read ${KERNELS_WASM_URL.href}: run \`deno task build:wasm\`.`, {
+      cause: err,
+    });
+  }
+  try {
+    return new WebAssembly.Module(bytes);
+  } catch (err) {
+    // The module uses wasm SIMD and relaxed SIMD (both on by default in Deno 2.9.6).
+    throw new Error(`Cannot compile ${KERNELS_WASM_URL.href} (SIMD and relaxed SIMD needed).`, {
+      cause: err,
+    });
+  }
+}
+
 function load(): KernelExports {
-  const module = new WebAssembly.Module(Deno.readFileSync(KERNELS_WASM_URL));
+  const module = compile();
   const raw = new WebAssembly.Instance(module, {}).exports;
   const fn = <T>(name: string): T => {
     const f = raw[name];
