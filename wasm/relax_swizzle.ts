@@ -5,7 +5,7 @@
  * Why: V8 lowers the strict swizzle on x64 to a saturating add (with a
  * constant load) plus `pshufb`, so that indices >= 16 give 0; the relaxed
  * form is the bare `pshufb`. The CRC32C kernel does almost nothing but
- * swizzles, and measured ~1.5x faster relaxed. Debian's rustc 1.63 has no
+ * swizzles, and measured ~2x faster relaxed. Debian's rustc 1.63 has no
  * relaxed-SIMD intrinsics, hence a rewrite of its output. The two
  * instructions agree whenever every index lane is below 16, which the kernels
  * guarantee by masking (see `lookup` in wasm/kernels/src/crc32c.rs); that is
