@@ -335,7 +335,9 @@ function skipImmediates(r: Reader, op: number): void {
  * @example
  * ```ts
  * import { relaxSwizzles } from "./relax_swizzle.ts";
- * const { bytes, rewritten } = relaxSwizzles(Deno.readFileSync("in.wasm"), ["crc32c"]);
+ * const raw = Deno.readFileSync(new URL("./dist/sluice_kernels.wasm", import.meta.url));
+ * const { bytes, rewritten } = relaxSwizzles(raw, ["crc32c_strict"]);
+ * console.assert((rewritten.crc32c_strict ?? 0) > 0 && bytes.length > raw.length);
  * ```
  */
 export function relaxSwizzles(module: Uint8Array, exportNames: readonly string[]): RelaxResult {
