@@ -13,7 +13,10 @@ interface Step {
 
 const steps: Step[] = [
   { name: "check (fmt, lint, types)", args: ["task", "check"] },
-  { name: "wasm rebuild matches the committed bytes", args: ["run", "-A", "wasm/build.ts", "--verify"] },
+  {
+    name: "wasm rebuild matches the committed bytes",
+    args: ["run", "-A", "wasm/build.ts", "--verify"],
+  },
   { name: "unit and integration tests", args: ["task", "test:unit"] },
   { name: "guest tests (QEMU)", args: ["task", "test:vm"] },
 ];
