@@ -3,9 +3,9 @@
  * fresh state dir, `sluice rpc` and `sluice status` against it, the config
  * surviving a restart, a clean stop on SIGTERM.
  */
-import { assert, assertEquals } from "../src/testing/assert.ts";
+import { assert, assertEquals } from "../../src/testing/assert.ts";
 
-const MAIN = new URL("../appliance/main.ts", import.meta.url).pathname;
+const MAIN = new URL("../../appliance/main.ts", import.meta.url).pathname;
 
 function sluice(args: string[]): Promise<Deno.CommandOutput> {
   return new Deno.Command(Deno.execPath(), {
