@@ -50,6 +50,8 @@ export const libcSymbols = {
   recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   unlink: { parameters: ["buffer"], result: "i32" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   /** poll(2) on Deno's blocking thread pool (~6-8 us per call): control plane only. */
