@@ -26,6 +26,9 @@ export function registerBdevRpcs(table: RpcTable<AppContext>): void {
     help: "I/O counters per bdev (params: name)",
   }, (p, ctx) => {
     const name = p.optStr("name");
+    p.neutral("per_channel", [false], "counters are kept per bdev");
+    p.neutral("reset_mode", ["none"], "counters are not reset");
+    p.neutral("names", [], 'use "name" for one bdev');
     p.done();
     const bdevs = name === undefined ? ctx.bdevs.list() : [ctx.bdevs.get(name)];
     return {
@@ -52,6 +55,8 @@ export function registerBdevRpcs(table: RpcTable<AppContext>): void {
     const ioPoolSize = p.optInt("bdev_io_pool_size", { min: 1, max: 65536 });
     p.optInt("bdev_io_cache_size", { min: 0 }); // SPDK's per-thread cache: no equivalent here
     p.optBool("bdev_auto_examine");
+    p.optInt("iobuf_small_cache_size", { min: 0 }); // iobuf caches: buffers are the consumer's here
+    p.optInt("iobuf_large_cache_size", { min: 0 });
     p.done();
     if (ioPoolSize !== undefined) ctx.bdevs.setOptions({ ioPoolSize });
   });

@@ -154,8 +154,26 @@ export async function writeConfigFile(path: string, cfg: SluiceConfig): Promise<
   await Deno.rename(tmp, path);
 }
 
-/** Registers save_config and load_config. */
+/** Registers save_config, load_config and SPDK's framework_get_subsystems/config. */
 export function registerConfigRpcs(table: RpcTable<AppContext>): void {
+  // rpc.py's save_config is client-side: it lists subsystems, then asks for each one's config.
+  table.register("framework_get_subsystems", {
+    help: "The configuration subsystems in the order they are applied",
+  }, (p) => {
+    p.done();
+    return SUBSYSTEMS.map((s, i) => ({ subsystem: s, depends_on: SUBSYSTEMS.slice(0, i) }));
+  });
+  table.register("framework_get_config", {
+    help: "One subsystem's configuration (params: name)",
+  }, (p, ctx) => {
+    const name = p.str("name");
+    p.neutral("with_batches", [false], "configs are flat lists");
+    p.done();
+    const s = buildConfig(ctx).subsystems.find((s) => s.subsystem === name);
+    if (s === undefined) throw new RpcError(-19, `No subsystem named "${name}"`);
+    return s.config;
+  });
+
   table.register("save_config", {
     help: "The running configuration as the RPCs that rebuild it",
   }, (p, ctx) => {

@@ -106,6 +106,19 @@ export class Params {
     return this.optStr(name, UUID_RE, "a UUID like 8-4-4-4-12 hex digits");
   }
 
+  /**
+   * A parameter SPDK defines that sluice does not implement: accepted when
+   * absent or at one of its neutral `values` (rpc.py sends defaults), refused
+   * with a clear error otherwise, never silently ignored.
+   */
+  neutral(name: string, values: readonly unknown[], what: string): void {
+    const v = this.#get(name);
+    if (v === undefined || v === null || values.includes(v)) return;
+    throw new RpcParamsError(
+      `"${name}" = ${show(v)} is not supported: ${what} (accepted: ${values.map(show).join(", ")})`,
+    );
+  }
+
   /** Refuses any param that no accessor asked for. Call after reading all. */
   done(): void {
     for (const k of Object.keys(this.#obj)) {

@@ -41,6 +41,10 @@ export function registerErrorRpcs(table: RpcTable<AppContext>): void {
     const delayUs = p.optInt("delay_us", { min: 0, max: 60_000_000 });
     const corruptOffset = p.optInt("corrupt_offset", { min: 0 });
     const corruptValue = p.optInt("corrupt_value", { min: 1, max: 255 });
+    // SPDK's NVMe-status and queue-depth variants.
+    p.neutral("nvme_sct", [0], "no NVMe status injection");
+    p.neutral("nvme_sc", [0], "no NVMe status injection");
+    p.neutral("queue_depth", [0], "no queue-depth trigger");
     p.done();
     injectError(ctx.bdevs, name, { ioType, errorType, num, delayUs, corruptOffset, corruptValue });
   });

@@ -19,6 +19,9 @@ export function registerFileRpcs(table: RpcTable<AppContext>): void {
     const blockSize = p.optInt("block_size", { min: 512, max: 65536 });
     const uuid = p.optUuid("uuid");
     const readonly = p.optBool("readonly");
+    // SPDK aio options that rpc.py sends: write zeroes uses fallocate here anyway.
+    p.optBool("fallocate");
+    p.neutral("nowait", [false], "RWF_NOWAIT submission is not used");
     p.done();
     return await createFileBdev(ctx.bdevs, { name, filename, blockSize, uuid, readonly });
   });
