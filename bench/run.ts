@@ -3,7 +3,7 @@
  * beside its peer measured in the same run on the same machine, with the
  * ratio. Nothing here asserts a speed: a benchmark is not a test.
  *
- *   deno task bench [--seconds N] [--only crc,ffi,reactor,bdev]
+ *   deno task bench [--seconds N] [--only ffi,reactor,crc,tcp,bdev]
  * @module
  */
 import { runCrcBench } from "./crc32c.ts";
@@ -11,6 +11,7 @@ import { runFfiBench } from "./ffi_bench.ts";
 import { haveFio, runFio } from "./fio.ts";
 import { type BdevPerfRw, measureFileBdev, measureMallocBdev } from "./bdev_perf.ts";
 import { runReactorBench } from "./reactor_bench.ts";
+import { printTcpBench, runTcpBench } from "./tcp_bench.ts";
 
 const args = Deno.args;
 function arg(name: string): string | undefined {
@@ -18,7 +19,7 @@ function arg(name: string): string | undefined {
   return i >= 0 ? args[i + 1] : undefined;
 }
 const seconds = Number(arg("seconds") ?? "3");
-const only = new Set((arg("only") ?? "ffi,reactor,crc,bdev").split(","));
+const only = new Set((arg("only") ?? "ffi,reactor,crc,tcp,bdev").split(","));
 
 function table(header: string[], rows: (string | number)[][]): void {
   const cells = [header, ...rows.map((r) => r.map(String))];
@@ -51,6 +52,12 @@ if (only.has("reactor")) {
 if (only.has("crc")) {
   console.log("## CRC32C (Castagnoli)");
   await runCrcBench();
+  console.log();
+}
+
+if (only.has("tcp")) {
+  console.log("## TCP echo on loopback: sluice's io_uring connections beside Deno's own TCP");
+  printTcpBench(await runTcpBench(Math.min(seconds, 2)));
   console.log();
 }
 
