@@ -9,6 +9,7 @@ import { registerBdevRpcs } from "./bdev/bdev_rpc.ts";
 import { registerErrorRpcs } from "./bdev_modules/error/error_rpc.ts";
 import { registerFileRpcs } from "./bdev_modules/file/file_rpc.ts";
 import { registerMallocRpcs } from "./bdev_modules/malloc/malloc_rpc.ts";
+import { registerNvmfRpcs } from "./nvmf_tcp/nvmf_rpc.ts";
 import { registerPassthruRpcs } from "./bdev_modules/passthru/passthru_rpc.ts";
 import { registerConfigRpcs } from "./config/config.ts";
 import { Reactor } from "./reactor/mod.ts";
@@ -35,6 +36,7 @@ export class App implements AppContext {
     registerFileRpcs(this.rpc);
     registerPassthruRpcs(this.rpc);
     registerErrorRpcs(this.rpc);
+    registerNvmfRpcs(this.rpc);
   }
 
   /** Starts the data-path loop (returns at once). */

@@ -11,6 +11,7 @@ import { DEFAULT_BDEV_OPTIONS } from "../bdev/bdev.ts";
 import type { AppContext } from "../rpc/context.ts";
 import type { RpcTable } from "../rpc/rpc.ts";
 import { RpcError } from "../rpc/errors.ts";
+import { nvmfConfigCalls } from "../nvmf_tcp/nvmf_rpc.ts";
 
 /** One subsystem's part of the config. */
 export interface SubsystemConfig {
@@ -24,7 +25,7 @@ export interface SluiceConfig {
 }
 
 /** Subsystems in the order they are applied (later ones use earlier ones' objects). */
-export const SUBSYSTEMS = ["bdev"] as const;
+export const SUBSYSTEMS = ["bdev", "nvmf"] as const;
 
 /** A config document is malformed; the message says where. */
 export class ConfigError extends Error {
@@ -45,7 +46,12 @@ export function buildConfig(ctx: AppContext): SluiceConfig {
     const call = b.writeConfigJson();
     if (call !== null) bdev.push({ method: call.method, params: dropUndefined(call.params) });
   }
-  return { subsystems: [{ subsystem: "bdev", config: bdev }] };
+  return {
+    subsystems: [
+      { subsystem: "bdev", config: bdev },
+      { subsystem: "nvmf", config: nvmfConfigCalls(ctx) },
+    ],
+  };
 }
 
 function dropUndefined(o: Record<string, unknown>): Record<string, unknown> {
