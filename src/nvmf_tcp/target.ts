@@ -47,6 +47,8 @@ import { listenerMatches, NvmfSubsystem, type NvmfSubsystemOptions } from "./sub
 
 /** Most subsystems a target holds (the discovery subsystem not counted). */
 export const NVMF_MAX_SUBSYSTEMS = 1024;
+/** Most controllers (host associations) of a target, discovery ones included. */
+export const NVMF_MAX_CONTROLLERS = 4096;
 /** Most distinct listen addresses of a target. */
 export const NVMF_MAX_LISTENERS = 64;
 /** Most listen addresses of one subsystem. */
@@ -535,7 +537,7 @@ export class NvmfTarget {
     if (qid === 0) {
       if (sqsize + 1 > t.maxAqDepth) return invalidSqe(NvmfConnectSqe.SQSIZE);
       if (cntlid !== NVME_CNTLID_DYNAMIC) return invalidData(NvmfConnectData.CNTLID);
-      const id = sub.allocateCntlid();
+      const id = this.#controllers.length < NVMF_MAX_CONTROLLERS ? sub.allocateCntlid() : -1;
       if (id < 0) {
         completeRequest(req, S_CONTROLLER_BUSY);
         return;
