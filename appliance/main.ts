@@ -20,6 +20,8 @@ import { VERSION } from "../src/version.ts";
 
 const DEFAULT_STATE_DIR = "./var";
 const DEFAULT_VOLUME_BYTES = 1024 ** 3;
+const DEFAULT_NQN = "nqn.2026-11.dev.sluice:default";
+const DEFAULT_NVMF_LISTEN = "127.0.0.1:4420";
 
 const USAGE = `sluice ${VERSION}: fast, safe virtual disks (vhost-user-blk, NVMe/TCP)
 
@@ -42,7 +44,10 @@ Options:
   --rpc-socket PATH   JSON-RPC Unix socket (default <state-dir>/sluice.sock)
   --config FILE       Config to load and keep up to date (default <state-dir>/config.json).
                       When it does not exist, the embedded default is used: a 1 GiB
-                      file-backed bdev "default" on <state-dir>/default.img.
+                      file-backed bdev "default" on <state-dir>/default.img, exported
+                      over NVMe/TCP as namespace 1 of ${DEFAULT_NQN}.
+  --nvmf-listen A:P   Where the default config listens for NVMe/TCP (default 127.0.0.1:4420;
+                      loopback unless you say otherwise). Only used when creating the default.
   -h, --help          Show this help`;
 
 const RPC_USAGE = `Usage: sluice rpc <method> [--param value ...] [options]
@@ -69,6 +74,14 @@ Shows the version, uptime, bdevs and data-path counters of a running appliance.
 Options:
   -s, --rpc-socket P  Socket of the appliance (default ./var/sluice.sock)
   -h, --help          Show this help`;
+
+/** The parts of nvmf_get_subsystems the banner prints. */
+interface NvmfSubsystemView {
+  nqn: string;
+  subtype: string;
+  listen_addresses: { traddr: string; trsvcid: string }[];
+  namespaces: unknown[];
+}
 
 /** A command-line usage mistake: printed with a hint, exit status 2. */
 class UsageError extends Error {}
@@ -129,6 +142,7 @@ async function serve(p: ParsedArgs): Promise<number> {
   const stateDir = resolve(optString(p, "state-dir") ?? DEFAULT_STATE_DIR);
   const socketPath = resolve(optString(p, "rpc-socket") ?? `${stateDir}/sluice.sock`);
   const configPath = resolve(optString(p, "config") ?? `${stateDir}/config.json`);
+  const listen = parseListen(optString(p, "nvmf-listen") ?? DEFAULT_NVMF_LISTEN);
   rejectUnknown(p, "serve");
   if (p.positional.length > 0) throw new UsageError(`unexpected argument '${p.positional[0]}'`);
 
@@ -138,7 +152,7 @@ async function serve(p: ParsedArgs): Promise<number> {
     return 1;
   }
 
-  const app = new App();
+  const app = new App(undefined, log);
   app.start();
   try {
     if (await exists(configPath)) {
@@ -146,7 +160,7 @@ async function serve(p: ParsedArgs): Promise<number> {
       const n = await applyConfig(app.rpc, app, cfg, configPath);
       log(`loaded ${configPath} (${n} call${n === 1 ? "" : "s"})`);
     } else {
-      await createDefault(app, stateDir);
+      await createDefault(app, stateDir, listen);
       await writeConfigFile(configPath, buildConfig(app));
       log(`wrote the default config to ${configPath}`);
     }
@@ -170,6 +184,12 @@ async function serve(p: ParsedArgs): Promise<number> {
       } (${b.numBlocks} x ${b.blockSize} B)`,
     );
   }
+  for (const sub of (await app.call("nvmf_get_subsystems")) as NvmfSubsystemView[]) {
+    if (sub.subtype !== "NVMe") continue;
+    const at = sub.listen_addresses.map((a) => `${a.traddr}:${a.trsvcid}`).join(", ") ||
+      "no listener";
+    log(`nvmf ${sub.nqn}: ${sub.namespaces.length} namespace(s) on ${at}`);
+  }
   log(`JSON-RPC on ${socketPath}; ready (pid ${Deno.pid})`);
 
   const { promise: stopped, resolve: stop } = Promise.withResolvers<string>();
@@ -188,8 +208,21 @@ async function serve(p: ParsedArgs): Promise<number> {
   return 0;
 }
 
-/** The embedded default: a 1 GiB file-backed volume, created on first start. */
-async function createDefault(app: App, stateDir: string): Promise<void> {
+function parseListen(s: string): { traddr: string; trsvcid: string } {
+  const i = s.lastIndexOf(":");
+  const port = Number(s.slice(i + 1));
+  if (i <= 0 || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new UsageError(`--nvmf-listen must be ADDRESS:PORT, got '${s}'`);
+  }
+  return { traddr: s.slice(0, i), trsvcid: String(port) };
+}
+
+/** The embedded default: a 1 GiB file-backed volume, created on first start, exported over NVMe/TCP. */
+async function createDefault(
+  app: App,
+  stateDir: string,
+  listen: { traddr: string; trsvcid: string },
+): Promise<void> {
   const image = `${stateDir}/default.img`;
   if (!(await exists(image))) {
     const f = await Deno.open(image, { create: true, write: true, mode: 0o600 });
@@ -201,6 +234,21 @@ async function createDefault(app: App, stateDir: string): Promise<void> {
     log(`created ${image} (${formatBytes(DEFAULT_VOLUME_BYTES)}, sparse)`);
   }
   await app.call("bdev_file_create", { name: "default", filename: image, block_size: 512 });
+  await app.call("nvmf_create_transport", { trtype: "TCP" });
+  await app.call("nvmf_create_subsystem", {
+    nqn: DEFAULT_NQN,
+    allow_any_host: true,
+    serial_number: "SLUICE00000000000001",
+    model_number: "sluice volume",
+  });
+  await app.call("nvmf_subsystem_add_ns", {
+    nqn: DEFAULT_NQN,
+    namespace: { bdev_name: "default" },
+  });
+  await app.call("nvmf_subsystem_add_listener", {
+    nqn: DEFAULT_NQN,
+    listen_address: { trtype: "TCP", adrfam: "IPv4", ...listen },
+  });
 }
 
 async function rpc(p: ParsedArgs): Promise<number> {

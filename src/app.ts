@@ -9,7 +9,7 @@ import { registerBdevRpcs } from "./bdev/bdev_rpc.ts";
 import { registerErrorRpcs } from "./bdev_modules/error/error_rpc.ts";
 import { registerFileRpcs } from "./bdev_modules/file/file_rpc.ts";
 import { registerMallocRpcs } from "./bdev_modules/malloc/malloc_rpc.ts";
-import { registerNvmfRpcs } from "./nvmf_tcp/nvmf_rpc.ts";
+import { registerNvmfRpcs, shutdownNvmfTarget } from "./nvmf_tcp/nvmf_rpc.ts";
 import { registerPassthruRpcs } from "./bdev_modules/passthru/passthru_rpc.ts";
 import { registerConfigRpcs } from "./config/config.ts";
 import { Reactor } from "./reactor/mod.ts";
@@ -26,9 +26,11 @@ export class App implements AppContext {
   readonly startedAtMs: number = Date.now();
   readonly version: string = VERSION;
   #running: Promise<void> | null = null;
+  readonly #log: (msg: string) => void;
 
-  constructor(reactor: Reactor = new Reactor()) {
+  constructor(reactor: Reactor = new Reactor(), log: (msg: string) => void = () => {}) {
     this.reactor = reactor;
+    this.#log = log;
     registerCoreRpcs(this.rpc);
     registerConfigRpcs(this.rpc);
     registerBdevRpcs(this.rpc);
@@ -38,6 +40,11 @@ export class App implements AppContext {
     registerErrorRpcs(this.rpc);
     registerNvmfRpcs(this.rpc);
   }
+
+  /** Operational messages; the daemon prints them. Safe to pass around unbound. */
+  readonly log = (msg: string): void => {
+    this.#log(msg);
+  };
 
   /** Starts the data-path loop (returns at once). */
   start(): void {
@@ -51,6 +58,7 @@ export class App implements AppContext {
 
   /** Deletes every bdev (top layers first) and stops the reactor. */
   async shutdown(): Promise<void> {
+    await shutdownNvmfTarget(this);
     for (const b of this.bdevs.list().reverse()) {
       try {
         await this.bdevs.unregister(b.name);

@@ -28,10 +28,10 @@ Deno.test("config: what save_config writes, load_config rebuilds on a fresh appl
     await app.call("bdev_error_create", { base_name: "Pass0" });
     saved = await app.call("save_config");
     // rpc.py's client-side save_config: subsystems, then each one's config.
-    assertEquals(await app.call("framework_get_subsystems"), [{
-      subsystem: "bdev",
-      depends_on: [],
-    }]);
+    assertEquals(await app.call("framework_get_subsystems"), [
+      { subsystem: "bdev", depends_on: [] },
+      { subsystem: "nvmf", depends_on: ["bdev"] },
+    ]);
     const cfg = buildConfig(app);
     assertEquals(
       await app.call("framework_get_config", { name: "bdev" }),

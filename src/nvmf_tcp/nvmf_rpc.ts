@@ -19,6 +19,7 @@ import {
   NvmfTarget,
   type NvmfTransportOptions,
 } from "./target.ts";
+import { NvmfTcpTransport } from "./tcp_transport.ts";
 
 /** SPDK's default target name; the only one here. */
 export const NVMF_TARGET_NAME = "nvmf_tgt";
@@ -35,8 +36,20 @@ export function nvmfTarget(ctx: AppContext): NvmfTarget {
   return t;
 }
 
+const transports = new WeakMap<AppContext, NvmfTcpTransport>();
+
+/** The appliance's TCP transport, once `nvmf_create_transport` has made it. */
+export function nvmfTcpTransport(ctx: AppContext): NvmfTcpTransport | undefined {
+  return transports.get(ctx);
+}
+
 /** Shuts the appliance's target down if it was made (disconnects hosts, closes namespaces). */
 export async function shutdownNvmfTarget(ctx: AppContext): Promise<void> {
+  const tr = transports.get(ctx);
+  if (tr !== undefined) {
+    transports.delete(ctx);
+    await tr.close();
+  }
   const t = targets.get(ctx);
   if (t === undefined) return;
   targets.delete(ctx);
@@ -181,7 +194,10 @@ export function registerNvmfRpcs(table: RpcTable<AppContext>): void {
     p.neutral("masked_oncs", [], "use the optional commands as reported");
     p.neutral("masked_fuses", [], "no fused commands");
     p.done();
-    nvmfTarget(ctx).createTransport(opts);
+    const t = nvmfTarget(ctx);
+    t.createTransport(opts);
+    // As in SPDK, the transport exists from here on: it opens the listeners.
+    if (!transports.has(ctx)) transports.set(ctx, new NvmfTcpTransport(t, ctx.reactor, ctx.log));
   });
 
   table.register("nvmf_get_transports", {

@@ -15,4 +15,6 @@ export interface AppContext {
   readonly startedAtMs: number;
   /** Version string of this build. */
   readonly version: string;
+  /** Operational messages (connections, protocol errors): the daemon prints them. */
+  log(msg: string): void;
 }

@@ -18,10 +18,26 @@ function sluice(args: string[]): Promise<Deno.CommandOutput> {
 
 const dec = new TextDecoder();
 
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
 /** Starts `sluice serve` and waits for its "ready" line. */
 async function startServe(stateDir: string): Promise<{ child: Deno.ChildProcess; log: string[] }> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, "serve", "--state-dir", stateDir],
+    args: [
+      "run",
+      "-A",
+      MAIN,
+      "serve",
+      "--state-dir",
+      stateDir,
+      "--nvmf-listen",
+      `127.0.0.1:${freePort()}`,
+    ],
     stdin: "null",
     stdout: "piped",
     stderr: "inherit",
@@ -56,6 +72,12 @@ Deno.test("appliance: default volume, CLI RPCs, config kept across a restart", a
     const first = await startServe(dir);
     try {
       assert(first.log.some((l) => l.includes("bdev default: file, 1 GiB")), first.log.join("\n"));
+      assert(
+        first.log.some((l) =>
+          l.includes("nvmf nqn.2026-11.dev.sluice:default: 1 namespace(s) on 127.0.0.1:")
+        ),
+        first.log.join("\n"),
+      );
       assertEquals((await Deno.stat(`${dir}/default.img`)).size, 1024 ** 3);
 
       const bdevs = await sluice(["rpc", "bdev_get_bdevs", "-s", sock]);
@@ -105,6 +127,13 @@ Deno.test("appliance: default volume, CLI RPCs, config kept across a restart", a
     const cfg = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
     const methods = cfg.subsystems[0].config.map((c: { method: string }) => c.method);
     assertEquals(methods, ["bdev_file_create", "bdev_malloc_create"]);
+    const nvmf = cfg.subsystems[1].config.map((c: { method: string }) => c.method);
+    assertEquals(nvmf, [
+      "nvmf_create_transport",
+      "nvmf_create_subsystem",
+      "nvmf_subsystem_add_ns",
+      "nvmf_subsystem_add_listener",
+    ]);
 
     const second = await startServe(dir);
     try {
