@@ -59,7 +59,6 @@ const DDGST_AT = 128;
 const RESP_AT = 160;
 const SGL_TYPE_TRANSPORT = 0x5a; // Transport SGL Data Block, subtype Transport Specific (0xA)
 const S_SGL_LENGTH = genericStatus(NvmeGenericSc.DataSglLengthInvalid);
-const S_TRANSPORT = genericStatus(NvmeGenericSc.TransientTransportError, false);
 
 /** Counters of the transport, for status and tests. */
 export class NvmfTcpStats {
@@ -212,7 +211,6 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
   #closing = false;
   #connClosed = false;
   #inCore = 0;
-  #sending = 0;
   #goneResolve!: () => void;
   readonly whenGone: Promise<void> = new Promise((r) => (this.#goneResolve = r));
   /** The request whose H2CData is arriving (set in onH2CData). */
@@ -221,6 +219,7 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
   #capsuleReq: NvmfRequest | null = null;
   /** Which requests are inside the core. */
   #inCoreFlag: Uint8Array = new Uint8Array(0);
+  #loggedBadCommand = false;
   /** Where in-capsule data of a rejected command goes. */
   #discard: Uint8Array[] = [];
 
@@ -422,7 +421,6 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
     if (this.#tx.ddgst && !h.ddgstOk) {
       // A data digest mismatch: the data cannot be trusted and neither can the stream.
       this.#t.stats.digestErrors++;
-      this.#t.log(`nvmf_tcp: ${this.peer}: data digest error, closing the connection`);
       this.disconnect("data digest error");
       return;
     }
@@ -447,20 +445,18 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
   }
 
   onTermReq(h: PduHeader): void {
-    this.#t.log(`nvmf_tcp: ${this.peer}: host sent H2CTermReq (FES ${h.fes}, FEI ${h.fei})`);
-    this.disconnect("host terminated the connection");
+    this.disconnect(`host sent H2CTermReq (FES ${h.fes}, FEI ${h.fei})`);
   }
 
   onError(e: PduError): void {
     this.#t.stats.protocolErrors++;
-    this.#t.log(`nvmf_tcp: ${this.peer}: ${e.message} (FES ${e.fes}); closing the connection`);
     if (e.sendTermReq && !this.#connClosed) {
       const buf = new Uint8Array(256);
       const n = encodeTermReq(buf, 0, "target", e.fes, e.fei, e.header);
       this.#conn.send(buf.subarray(0, n));
       this.#conn.end();
     }
-    this.disconnect(e.message);
+    this.disconnect(`${e.message} (FES ${e.fes})`);
   }
 
   // ---- execution and completion ----
@@ -484,7 +480,6 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
       return;
     }
     req.state = RS.Sending;
-    this.#sending++;
     const hdr = this.#hdr[req.index] as Uint8Array;
     const status = req.cqeView.getUint16(14, true) >> 1;
     const tag = req.index + 1;
@@ -516,7 +511,6 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
     if (tag === 0) return;
     const req = this.#reqs[tag - 1];
     if (req === undefined || req.state !== RS.Sending) return;
-    this.#sending--;
     this.#release(req);
   };
 
@@ -536,16 +530,17 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
 
   /** Completes `req` with `status` without running it. */
   #reqFail(req: NvmfRequest, status: number, why: string): void {
-    void why;
+    // Logged once per connection: a misbehaving host must not flood the log.
+    if (!this.#loggedBadCommand) {
+      this.#loggedBadCommand = true;
+      this.#t.log(
+        `nvmf_tcp: ${this.peer}: command ${req.cid} refused: ${why} (further ones not logged)`,
+      );
+    }
     req.resetCqe();
     cqeSetStatus(req.cqeView, status);
     this.#inCoreFlag[req.index] = 0;
     this.complete(req);
-  }
-
-  /** Marks a transport error on a request (digest-protected data failed, etc.). */
-  transportError(req: NvmfRequest): void {
-    this.#reqFail(req, S_TRANSPORT, "transport error");
   }
 
   // ---- teardown ----
@@ -553,15 +548,16 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
   disconnect(reason: string): void {
     if (this.#closing) return;
     this.#closing = true;
-    void reason;
+    if (reason !== PEER_CLOSED) this.#t.log(`nvmf_tcp: ${this.peer}: disconnected: ${reason}`);
     if (!this.#connClosed) this.#conn.close();
     this.#t.target.qpairDisconnected(this);
-    // Requests not in the core and not sending are free now; the rest come back via complete().
+    // Requests waiting for data or buffers are free now. Requests being sent
+    // are released only when the connection has closed: until then a SENDMSG
+    // in the kernel may still read their chunks, and a chunk handed to another
+    // connection meanwhile would leak its data to this host. Requests in the
+    // core come back through complete().
     for (const req of this.#reqs) {
-      if (req.state === RS.H2C || req.state === RS.NeedBuffer || req.state === RS.Sending) {
-        if (req.state === RS.Sending) this.#sending--;
-        this.#release(req);
-      }
+      if (req.state === RS.H2C || req.state === RS.NeedBuffer) this.#release(req);
     }
     this.#bufferWait.length = 0;
     this.#maybeGone();
@@ -569,15 +565,10 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
 
   #onConnClosed(r: TcpCloseReason): void {
     this.#connClosed = true;
-    if (!this.#closing) {
-      if (r.kind !== "local") {
-        this.#t.log(`nvmf_tcp: ${this.peer}: connection closed (${r.message})`);
-      }
-      this.disconnect(r.message);
-    } else {
-      // Sends dropped at close never report onSent.
-      for (const req of this.#reqs) if (req.state === RS.Sending) this.#release(req);
-    }
+    if (!this.#closing) this.disconnect(r.kind === "peer" ? PEER_CLOSED : r.message);
+    // Every operation is back from the kernel now: sends dropped at close
+    // never report onSent, and their chunks are safe to reuse.
+    for (const req of this.#reqs) if (req.state === RS.Sending) this.#release(req);
     this.#maybeGone();
   }
 
@@ -590,6 +581,8 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
 }
 
 const EMPTY = new Uint8Array(0);
+/** The reason given when the host closed the connection: normal, not logged. */
+const PEER_CLOSED = "closed by the host";
 
 /** A receive buffer in WASM memory (header digests in place), or plain memory once that is full. */
 function receiveBuffer(bytes: number, align: number): Uint8Array {
