@@ -17,6 +17,7 @@ import {
 } from "../src/config/config.ts";
 import { rpcCall, RpcClientError, RpcServer } from "../src/rpc/server.ts";
 import { VERSION } from "../src/version.ts";
+import { perf, PERF_USAGE } from "./perf.ts";
 
 const DEFAULT_STATE_DIR = "./var";
 const DEFAULT_VOLUME_BYTES = 1024 ** 3;
@@ -31,6 +32,7 @@ Commands:
   serve     Run the appliance (the default config serves a 1 GiB volume from ./var)
   rpc       Call a JSON-RPC method on a running appliance
   status    Show what a running appliance is serving
+  perf      Measure an NVMe-oF target as spdk_nvme_perf does (sluice perf --help)
   help      Show this help, or a command's: sluice help <command>
 
 Run 'sluice <command> --help' for a command's options.`;
@@ -364,6 +366,8 @@ export async function main(args: string[]): Promise<number> {
         return await rpc(parseArgs(rest));
       case "status":
         return await status(parseArgs(rest));
+      case "perf":
+        return await perf(rest);
       case "--version":
       case "version":
         console.log(`sluice ${VERSION}`);
@@ -379,6 +383,8 @@ export async function main(args: string[]): Promise<number> {
           ? RPC_USAGE
           : topic === "status"
           ? STATUS_USAGE
+          : topic === "perf"
+          ? PERF_USAGE
           : USAGE;
         console.log(usage);
         return command === undefined ? 2 : 0;

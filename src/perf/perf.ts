@@ -165,15 +165,27 @@ export class PerfJob {
     const t0 = performance.now();
     const done = new Promise<void>((r) => (this.#resolve = r));
     for (let s = 0; s < this.#w.depth; s++) this.#start(s);
-    const timer = setTimeout(() => {
-      this.#stopping = true;
-      if (this.#inFlight === 0) this.#resolve?.();
-    }, this.#w.seconds * 1000);
+    const timer = setTimeout(() => this.stop(), this.#w.seconds * 1000);
     return done.then(() => {
       clearTimeout(timer);
       this.result.seconds = (performance.now() - t0) / 1000;
       return this.result;
     });
+  }
+
+  /**
+   * Ends the run early (Ctrl-C, a connection gone): no new I/O starts, and
+   * run() resolves once the I/Os in flight have ended.
+   */
+  stop(): void {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    if (this.#inFlight === 0) this.#resolve?.();
+  }
+
+  /** I/Os started and not yet ended. */
+  get inFlight(): number {
+    return this.#inFlight;
   }
 
   /** xorshift32: deterministic, allocation-free. */
@@ -274,6 +286,14 @@ export class PerfJob {
 
 /** The closing line, as the issue fixes it. */
 export function totalLine(results: PerfResult[]): string {
+  return summaryLine("Total", results);
+}
+
+/**
+ * The same figures under another label (`summaryLine("queue 1", [r])` for a
+ * per-queue line); errors count failed I/Os and verify mismatches together.
+ */
+export function summaryLine(label: string, results: PerfResult[]): string {
   const lat = new LatencyHistogram();
   let ios = 0, bytes = 0, errors = 0, seconds = 0;
   for (const r of results) {
@@ -285,7 +305,7 @@ export function totalLine(results: PerfResult[]): string {
   }
   const us = (ns: number) => (ns / 1000).toFixed(1);
   const s = seconds > 0 ? seconds : 1;
-  return `Total: IOPS=${Math.round(ios / s)} MiB/s=${(bytes / s / 2 ** 20).toFixed(1)} avg_us=${
+  return `${label}: IOPS=${Math.round(ios / s)} MiB/s=${(bytes / s / 2 ** 20).toFixed(1)} avg_us=${
     us(lat.total > 0 ? lat.sumNs / lat.total : 0)
   } p50_us=${us(lat.quantileNs(0.5))} p99_us=${us(lat.quantileNs(0.99))} p999_us=${
     us(lat.quantileNs(0.999))

@@ -16,6 +16,8 @@ export interface TransportId {
   /** NVMe/TCP digests: "hdgst:1 ddgst:1". */
   hdgst: boolean;
   ddgst: boolean;
+  /** `ns:N`: the namespace to use, when given. */
+  ns?: number;
 }
 
 const KEYS = [
@@ -50,6 +52,14 @@ export function parseTransportId(s: string): TransportId {
     if (v !== "0" && v !== "1") throw new RangeError(`-r: ${k} must be 0 or 1, got "${v}"`);
     return v === "1";
   };
+  const nsText = kv.get("ns");
+  let ns: number | undefined;
+  if (nsText !== undefined) {
+    ns = Number(nsText);
+    if (!/^\d+$/.test(nsText) || ns < 1 || ns > 0xfffffffe) {
+      throw new RangeError(`-r: ns must be a namespace ID from 1 to 4294967294, got "${nsText}"`);
+    }
+  }
   if (trtype === "TCP") {
     for (const k of ["traddr", "trsvcid", "subnqn"]) {
       if (!kv.get(k)) throw new RangeError(`-r: trtype:TCP needs ${k}`);
@@ -66,6 +76,7 @@ export function parseTransportId(s: string): TransportId {
       hostnqn: kv.get("hostnqn"),
       hdgst: flag("hdgst"),
       ddgst: flag("ddgst"),
+      ...(ns !== undefined ? { ns } : {}),
     };
   }
   if (trtype === "VHOST-USER") {

@@ -1,0 +1,145 @@
+/**
+ * `sluice perf` as an operator runs it: against `sluice serve` exporting a
+ * RAM namespace over NVMe/TCP, both as subprocesses; a verified mixed
+ * workload on two queues ends with a clean Total line, and bad input exits
+ * 2 with a message that says what is wrong. No figure is asserted beyond
+ * "some I/O was done": speed belongs to bench/nvmf_bench.ts.
+ */
+import { assert, assertEquals } from "../../src/testing/assert.ts";
+
+const MAIN = new URL("../../appliance/main.ts", import.meta.url).pathname;
+const NQN = "nqn.2026-11.dev.sluice:perftest";
+const dec = new TextDecoder();
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+function sluice(args: string[]): Promise<Deno.CommandOutput> {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+}
+
+/** `sluice serve` with a config exporting a 64 MiB malloc bdev as namespace 1 of NQN on `port`. */
+async function startTarget(dir: string, port: number): Promise<Deno.ChildProcess> {
+  const config = {
+    subsystems: [
+      {
+        subsystem: "bdev",
+        config: [{
+          method: "bdev_malloc_create",
+          params: { name: "Malloc0", num_blocks: 131072, block_size: 512 },
+        }],
+      },
+      {
+        subsystem: "nvmf",
+        config: [
+          { method: "nvmf_create_transport", params: { trtype: "TCP" } },
+          {
+            method: "nvmf_create_subsystem",
+            params: { nqn: NQN, allow_any_host: true, serial_number: "SLUICEPERF1" },
+          },
+          {
+            method: "nvmf_subsystem_add_ns",
+            params: { nqn: NQN, namespace: { bdev_name: "Malloc0" } },
+          },
+          {
+            method: "nvmf_subsystem_add_listener",
+            params: {
+              nqn: NQN,
+              listen_address: {
+                trtype: "TCP",
+                adrfam: "IPv4",
+                traddr: "127.0.0.1",
+                trsvcid: String(port),
+              },
+            },
+          },
+        ],
+      },
+    ],
+  };
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config));
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, "serve", "--state-dir", dir],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  while (!seen.includes("ready")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`sluice serve exited before ready:\n${seen}`);
+    seen += value;
+  }
+  (async () => {
+    while (!(await reader.read()).done) { /* keep the pipe drained */ }
+  })();
+  return child;
+}
+
+const TOTAL =
+  /^Total: IOPS=(\d+) MiB\/s=([\d.]+) avg_us=([\d.]+) p50_us=([\d.]+) p99_us=([\d.]+) p999_us=([\d.]+) errors=(\d+)$/;
+
+Deno.test("perf: verified randrw on two NVMe/TCP queues against sluice serve; bad input exits 2", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-perf-" });
+  const port = freePort();
+  const target = await startTarget(dir, port);
+  const trid = `trtype:TCP traddr:127.0.0.1 trsvcid:${port} subnqn:${NQN}`;
+  try {
+    const run = await sluice(
+      ["perf", "-r", trid, "-q", "16", "-o", "4096", "-w", "randrw", "-M", "50", "-t", "2"]
+        .concat(["--verify", "-c", "2"]),
+    );
+    const out = dec.decode(run.stdout);
+    const err = dec.decode(run.stderr);
+    assertEquals(run.code, 0, `${out}\n${err}`);
+    const lines = out.trim().split("\n");
+    const m = TOTAL.exec(lines[lines.length - 1] ?? "");
+    assert(m !== null, `no Total line at the end:\n${out}`);
+    assertEquals(m[7], "0", out);
+    assert(Number(m[1]) > 0, out);
+    assertEquals(lines.filter((l) => /^queue [12]: IOPS=\d+ .* errors=0$/.test(l)).length, 2, out);
+
+    // A transport ID without a port: a usage error naming what is missing.
+    const badTrid = await sluice(
+      ["perf", "-r", `trtype:TCP traddr:127.0.0.1 subnqn:${NQN}`, "-q", "1", "-o", "4096"]
+        .concat(["-w", "read", "-t", "1"]),
+    );
+    assertEquals(badTrid.code, 2);
+    assert(dec.decode(badTrid.stderr).includes("-r: trtype:TCP needs trsvcid"));
+    const garbage = await sluice(["perf", "-r", "nonsense", "-q", "1", "-o", "4096"]);
+    assertEquals(garbage.code, 2);
+    assert(dec.decode(garbage.stderr).includes('-r: "nonsense" is not key:value'));
+    const vhost = await sluice(
+      ["perf", "-r", "trtype:vhost-user path:/tmp/none.sock", "-q", "1", "-o", "4096"]
+        .concat(["-w", "read", "-t", "1"]),
+    );
+    assertEquals(vhost.code, 2);
+    assert(dec.decode(vhost.stderr).includes("vhost-user is not implemented yet"));
+
+    // A subsystem the target does not export: an operating error, exit 1, said plainly.
+    const noSub = await sluice(
+      ["perf", "-r", `trtype:TCP traddr:127.0.0.1 trsvcid:${port} subnqn:${NQN}x`, "-q", "1"]
+        .concat(["-o", "4096", "-w", "read", "-t", "1"]),
+    );
+    assertEquals(noSub.code, 1);
+    assert(dec.decode(noSub.stderr).includes("refused the admin queue's Connect"));
+
+    const help = await sluice(["perf", "--help"]);
+    assertEquals(help.code, 0);
+    assert(dec.decode(help.stdout).includes("Usage: sluice perf -r TRID"));
+  } finally {
+    target.kill("SIGTERM");
+    assertEquals((await target.status).code, 0);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
