@@ -13,7 +13,7 @@
 import { sqeSgl1Length } from "../nvme/sqe.ts";
 import { cqeSetStatus } from "../nvme/cqe.ts";
 import { genericStatus, NvmeGenericSc } from "../nvme/status.ts";
-import { nvmeDataDirection } from "../nvme/opcodes.ts";
+import { NVME_FABRICS_OPCODE, nvmeDataDirection, NvmfFabricsType } from "../nvme/opcodes.ts";
 import { localAddress } from "../../ffi/tcp_socket.ts";
 import { ReceiveBufferPool, type TcpCloseReason, TcpConnection, TcpListener } from "../net/tcp.ts";
 import type { Reactor } from "../reactor/reactor.ts";
@@ -59,6 +59,7 @@ const DDGST_AT = 128;
 const RESP_AT = 160;
 const SGL_TYPE_TRANSPORT = 0x5a; // Transport SGL Data Block, subtype Transport Specific (0xA)
 const S_SGL_LENGTH = genericStatus(NvmeGenericSc.DataSglLengthInvalid);
+const S_SEQUENCE = genericStatus(NvmeGenericSc.CommandSequenceError);
 
 /** Counters of the transport, for status and tests. */
 export class NvmfTcpStats {
@@ -211,6 +212,7 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
   #closing = false;
   #connClosed = false;
   #inCore = 0;
+  #gone = false;
   #goneResolve!: () => void;
   readonly whenGone: Promise<void> = new Promise((r) => (this.#goneResolve = r));
   /** The request whose H2CData is arriving (set in onH2CData). */
@@ -335,6 +337,13 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
       req.iovcnt = 1;
       this.#capsuleReq = req; // data lands now; execute at onDataEnd
       this.#reader.receiveInto(req.iovs, 1, 0);
+      return;
+    }
+    if (this.ctrlr === null && !isConnect(req.sqe)) {
+      // Before Connect the core refuses everything but Connect (Command
+      // Sequence Error). Refuse it here, before taking chunks or sending an
+      // R2T: a host that never connects must not hold the shared buffers.
+      this.#reqFail(req, S_SEQUENCE, "command before Connect");
       return;
     }
     if (req.length > this.#maxIo) {
@@ -546,10 +555,16 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
   // ---- teardown ----
 
   disconnect(reason: string): void {
-    if (this.#closing) return;
+    if (this.#closing) {
+      // Asked again (shutdown, keep-alive) while a C2HTermReq drains: close now.
+      if (!this.#connClosed) this.#conn.close();
+      return;
+    }
     this.#closing = true;
     if (reason !== PEER_CLOSED) this.#t.log(`nvmf_tcp: ${this.peer}: disconnected: ${reason}`);
-    if (!this.#connClosed) this.#conn.close();
+    // After a protocol error the connection is ending (onError): it closes once
+    // the C2HTermReq is in the kernel. close() now would drop it unsent.
+    if (!this.#connClosed && this.#conn.open) this.#conn.close();
     this.#t.target.qpairDisconnected(this);
     // Requests waiting for data or buffers are free now. Requests being sent
     // are released only when the connection has closed: until then a SENDMSG
@@ -573,14 +588,23 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
   }
 
   #maybeGone(): void {
-    if (!this.#closing || !this.#connClosed || this.#inCore > 0) return;
+    // Once only: releases and the close itself each call this, and a second
+    // qpairGone would count the connection closed twice.
+    if (this.#gone || !this.#closing || !this.#connClosed || this.#inCore > 0) return;
     for (const req of this.#reqs) if (req.state !== RS.Free) return;
+    this.#gone = true;
     this.#t.qpairGone(this);
     this.#goneResolve();
   }
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** Is the SQE a Fabrics Connect? */
+function isConnect(sqe: Uint8Array): boolean {
+  return sqe[0] === NVME_FABRICS_OPCODE && sqe[4] === NvmfFabricsType.Connect;
+}
+
 /** The reason given when the host closed the connection: normal, not logged. */
 const PEER_CLOSED = "closed by the host";
 
