@@ -672,18 +672,22 @@ class RawConn implements HostPduHandler {
   }
 }
 
-/** A controller brought up by hand with data digests on its I/O queue: admin and I/O queue 1. */
+/**
+ * A controller brought up by hand with data digests on its I/O queues: the
+ * admin queue and I/O queues 1..`ioQueues` of 128 entries.
+ */
 async function rawController(
   reactor: Reactor,
   port: number,
   subnqn: string,
   hostnqn: string,
-): Promise<{ admin: RawConn; io: RawConn }> {
+  ioQueues = 1,
+): Promise<{ admin: RawConn; io: RawConn; ios: RawConn[] }> {
   const connect = (qid: number) => (v: DataView) => {
     v.setUint8(0, NVME_FABRICS_OPCODE);
     v.setUint8(4, NvmfFabricsType.Connect);
     v.setUint16(NvmfConnectSqe.QID, qid, true);
-    v.setUint16(NvmfConnectSqe.SQSIZE, 31, true);
+    v.setUint16(NvmfConnectSqe.SQSIZE, qid === 0 ? 31 : 127, true);
   };
   const data = (cntlid: number) => {
     const d = new Uint8Array(NVMF_CONNECT_DATA_BYTES);
@@ -703,11 +707,15 @@ async function rawController(
     v.setUint32(48, CC_ENABLE, true);
   });
   assertEquals(en.status, 0, "Property Set CC.EN");
-  const io = await RawConn.open(reactor, port);
-  await io.ic(true, true);
-  const q = await io.command(connect(1), data(c.dw0 & 0xffff));
-  assertEquals(q.status, 0, "I/O queue Connect");
-  return { admin, io };
+  const ios: RawConn[] = [];
+  for (let qid = 1; qid <= ioQueues; qid++) {
+    const io = await RawConn.open(reactor, port);
+    await io.ic(true, true);
+    const q = await io.command(connect(qid), data(c.dw0 & 0xffff));
+    assertEquals(q.status, 0, `I/O queue ${qid} Connect`);
+    ios.push(io);
+  }
+  return { admin, io: ios[0] as RawConn, ios };
 }
 
 /** SQE of a Write of `nlb` blocks at `slba` on NSID 1, data by `sgl` of `bytes`. */
@@ -796,4 +804,60 @@ Deno.test("nvmf robustness: a data digest error closes the connection and the wr
   } finally {
     await rig.stop();
   }
+});
+
+// ---------------------------------------------------------------------------
+// Known bug, left ignored: one host can take every shared data chunk.
+
+Deno.test({
+  name: "nvmf robustness: a host that withholds H2C data cannot starve other hosts of buffers",
+  // BUG (src/nvmf_tcp/tcp_transport.ts, onCapsuleCmd/#startData): a write
+  // announced for R2T takes its chunks from the process-wide pool when the
+  // capsule arrives and holds them until its H2CData comes, with no limit per
+  // queue pair or controller and no timeout. A connected host that sends
+  // 128 such writes of MDTS (128 KiB) on each of a few I/O queues and never
+  // sends the data holds the whole pool (511 x 128 KiB by default); every
+  // other host's commands that need data buffers then wait in the
+  // transport's buffer queue until that host disconnects: they do not fail,
+  // they hang. A fix needs a policy (a chunk quota per queue pair or
+  // controller, or a deadline for H2C data), not a one-line change.
+  ignore: true,
+  async fn() {
+    const rig = startRig();
+    const NQN = "nqn.2026-11.dev.sluice:hoard";
+    createMallocBdev(rig.bdevs, { name: "M0", numBlocks: 8192, blockSize: BLOCK_BYTES });
+    rig.target.createSubsystem({ nqn: NQN, allowAnyHost: true });
+    rig.target.addNamespace(NQN, { bdevName: "M0" });
+    try {
+      const port = await rig.listen(NQN);
+      const good = await NvmeTcpController.connect(rig.reactor, {
+        host: "127.0.0.1",
+        port,
+        subnqn: NQN,
+        hostnqn: hostNqn("good"),
+      });
+      const gq = good.ioQueues[0] as NvmeTcpQueue;
+      // Enough queues of 128 MDTS writes to cover the whole pool.
+      const perQueue = 128 * (131072 / 4096);
+      const queues = Math.ceil(rig.transport.pool.available / perQueue) + 1;
+      const hoarder = await rawController(rig.reactor, port, NQN, hostNqn("hoarder"), queues);
+      for (const io of hoarder.ios) {
+        for (let i = 0; i < 128; i++) {
+          io.send(io.capsule(writeSqe(0, 256, 131072, SGL_TRANSPORT)).bytes);
+        }
+      }
+      await waitFor(() => rig.transport.pool.available === 0, "the pool emptied by the hoarder");
+      // The good host must still be served: a 64 KiB write needs 16 chunks.
+      const [st] = await runBatch(
+        gq,
+        1,
+        () => gq.submitIo(0, true, 1, 1000, 128, pattern(65536, 5)),
+      );
+      assertEquals(st, 0);
+      for (const rc of [hoarder.admin, ...hoarder.ios]) rc.close();
+      await good.close();
+    } finally {
+      await rig.stop();
+    }
+  },
 });
