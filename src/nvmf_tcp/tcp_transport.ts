@@ -61,6 +61,12 @@ const SGL_TYPE_TRANSPORT = 0x5a; // Transport SGL Data Block, subtype Transport 
 const S_SGL_LENGTH = genericStatus(NvmeGenericSc.DataSglLengthInvalid);
 const S_SEQUENCE = genericStatus(NvmeGenericSc.CommandSequenceError);
 
+/** Options of the TCP transport beyond SPDK's (which live in the target's transport options). */
+export interface NvmfTcpTransportOptions {
+  /** Deadline for the data of an R2T, ms (default 10 000). */
+  h2cTimeoutMs?: number;
+}
+
 /** Counters of the transport, for status and tests. */
 export class NvmfTcpStats {
   connections = 0;
@@ -91,12 +97,33 @@ export class NvmfTcpTransport {
   readonly log: (msg: string) => void;
   #closed = false;
 
-  constructor(target: NvmfTarget, reactor: Reactor, log: (msg: string) => void = () => {}) {
+  /**
+   * Most chunks one connection may hold at once: an eighth of the pool, so
+   * one host (or a few) cannot take every buffer and stall the others.
+   */
+  readonly chunkQuota: number;
+  /** A host must send the data of an R2T within this many ms, or its connection is dropped. */
+  readonly h2cTimeoutMs: number;
+  /** The R2T deadline check: a timer, so it also runs while the reactor is parked. */
+  readonly #deadlineTimer: ReturnType<typeof setInterval>;
+
+  constructor(
+    target: NvmfTarget,
+    reactor: Reactor,
+    log: (msg: string) => void = () => {},
+    opts: NvmfTcpTransportOptions = {},
+  ) {
     this.target = target;
     this.reactor = reactor;
     this.log = log;
     const o = target.transportOptions;
     this.pool = sharedChunkPool(o.ioUnitSize * o.numSharedBuffers);
+    const perCommand = Math.ceil(o.maxIoSize / CHUNK_BYTES);
+    this.chunkQuota = Math.max(perCommand, Math.floor(this.pool.chunks / 8));
+    this.h2cTimeoutMs = opts.h2cTimeoutMs ?? 10_000;
+    this.#deadlineTimer = setInterval(this.#deadlineCheck, Math.min(1000, this.h2cTimeoutMs / 2));
+    // Deno's timer ids are numbers (Node's type definitions, pulled in by node: imports, say otherwise).
+    Deno.unrefTimer(Number(this.#deadlineTimer));
     this.#unhook.push(target.onListenerAdded((l) => this.#listen(l)));
     this.#unhook.push(target.onListenerRemoved((l) => this.#unlisten(l)));
     for (const l of target.listeners()) this.#listen(l);
@@ -147,14 +174,23 @@ export class NvmfTcpTransport {
     if (!this.#bufferWaiters.includes(q)) this.#bufferWaiters.push(q);
   }
 
-  /** @internal Chunks came back: let waiting qpairs try again, oldest first. */
+  /**
+   * @internal Chunks came back: let waiting qpairs try again, oldest first.
+   * A qpair held back by its own quota does not block the ones behind it.
+   */
   buffersFreed(): void {
-    while (this.#bufferWaiters.length > 0) {
-      const q = this.#bufferWaiters[0] as TcpQpair;
-      if (!q.retryBufferWaits()) return;
-      this.#bufferWaiters.shift();
+    for (let i = 0; i < this.#bufferWaiters.length && this.pool.available > 0;) {
+      const q = this.#bufferWaiters[i] as TcpQpair;
+      if (q.retryBufferWaits()) this.#bufferWaiters.splice(i, 1);
+      else i++;
     }
   }
+
+  /** Drops connections sitting on an R2T without sending its data. */
+  readonly #deadlineCheck = (): void => {
+    const before = performance.now() - this.h2cTimeoutMs;
+    for (const q of this.#qpairs) q.checkH2CDeadline(before);
+  };
 
   /** @internal */
   qpairGone(q: TcpQpair): void {
@@ -174,6 +210,7 @@ export class NvmfTcpTransport {
     if (this.#closed) return;
     this.#closed = true;
     for (const u of this.#unhook) u();
+    clearInterval(this.#deadlineTimer);
     await Promise.all([...this.#listeners.values()].map((l) => l.close()));
     this.#listeners.clear();
     const gone = [...this.#qpairs].map((q) => q.whenGone);
@@ -222,6 +259,10 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
   /** Which requests are inside the core. */
   #inCoreFlag: Uint8Array = new Uint8Array(0);
   #loggedBadCommand = false;
+  /** Chunks this connection holds now (bounded by the transport's quota). */
+  #chunksHeld = 0;
+  /** When each slot's R2T went out (performance.now ms). */
+  #r2tAtMs: Float64Array = new Float64Array(0);
   /** Where in-capsule data of a rejected command goes. */
   #discard: Uint8Array[] = [];
 
@@ -298,6 +339,7 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
       this.#chunks.push(new Int32Array(this.#maxChunks));
     }
     this.#chunkCount = new Int32Array(this.#depth);
+    this.#r2tAtMs = new Float64Array(this.#depth);
     this.#inCoreFlag = new Uint8Array(this.#depth);
     this.#discard = [new Uint8Array(icdBytes)];
     this.#h2cDone = new Int32Array(this.#depth);
@@ -362,7 +404,10 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
   #startData(req: NvmfRequest): void {
     if (req.length > 0) {
       const ids = this.#chunks[req.index] as Int32Array;
-      const n = this.#t.pool.take(req.length, ids, req.iovs);
+      const want = Math.ceil(req.length / CHUNK_BYTES);
+      const n = this.#chunksHeld + want > this.#t.chunkQuota
+        ? -1
+        : this.#t.pool.take(req.length, ids, req.iovs);
       if (n < 0) {
         req.state = RS.NeedBuffer;
         this.#bufferWait.push(req);
@@ -371,10 +416,12 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
         return;
       }
       this.#chunkCount[req.index] = n;
+      this.#chunksHeld += n;
       req.iovcnt = n;
     }
     if (req.dir === NvmeDataDir.HostToController && req.length > 0) {
       req.state = RS.H2C;
+      this.#r2tAtMs[req.index] = performance.now();
       const hdr = this.#hdr[req.index] as Uint8Array;
       const n = encodeR2T(hdr, 0, this.#tx, req.cid, req.index, 0, req.length);
       this.#t.stats.r2ts++;
@@ -393,7 +440,10 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
         this.#release(req);
         continue;
       }
-      if (this.#t.pool.available < Math.ceil(req.length / CHUNK_BYTES)) return false;
+      const want = Math.ceil(req.length / CHUNK_BYTES);
+      if (this.#t.pool.available < want || this.#chunksHeld + want > this.#t.chunkQuota) {
+        return false;
+      }
       this.#bufferWait.shift();
       this.#startData(req);
     }
@@ -529,6 +579,7 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
     if (n > 0) {
       this.#t.pool.give(this.#chunks[req.index] as Int32Array, n);
       this.#chunkCount[req.index] = 0;
+      this.#chunksHeld -= n;
     }
     req.state = RS.Free;
     req.iovcnt = 0;
@@ -550,6 +601,19 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
     cqeSetStatus(req.cqeView, status);
     this.#inCoreFlag[req.index] = 0;
     this.complete(req);
+  }
+
+  /** @internal Drops the connection if an R2T older than `before` still waits for its data. */
+  checkH2CDeadline(before: number): void {
+    if (this.#closing) return;
+    for (const req of this.#reqs) {
+      if (req.state === RS.H2C && (this.#r2tAtMs[req.index] as number) < before) {
+        this.disconnect(
+          `no data for the R2T of command ${req.cid} within ${this.#t.h2cTimeoutMs} ms`,
+        );
+        return;
+      }
+    }
   }
 
   // ---- teardown ----

@@ -119,7 +119,10 @@ function freePort(): number {
   return port;
 }
 
-function startRig(transportOptions: Partial<NvmfTransportOptions> = {}): Rig {
+function startRig(
+  transportOptions: Partial<NvmfTransportOptions> = {},
+  h2cTimeoutMs?: number,
+): Rig {
   const reactor = new Reactor();
   let crash: unknown = null;
   const running = reactor.run().catch((e) => {
@@ -128,7 +131,7 @@ function startRig(transportOptions: Partial<NvmfTransportOptions> = {}): Rig {
   const bdevs = new BdevRegistry();
   const target = new NvmfTarget({ bdevs, thread: reactor });
   target.createTransport(transportOptions);
-  const transport = new NvmfTcpTransport(target, reactor);
+  const transport = new NvmfTcpTransport(target, reactor, () => {}, { h2cTimeoutMs });
   const poolStart = transport.pool.available;
   return {
     reactor,
@@ -807,23 +810,16 @@ Deno.test("nvmf robustness: a data digest error closes the connection and the wr
 });
 
 // ---------------------------------------------------------------------------
-// Known bug, left ignored: one host can take every shared data chunk.
+// One host must not be able to take every shared data chunk.
 
 Deno.test({
   name: "nvmf robustness: a host that withholds H2C data cannot starve other hosts of buffers",
-  // BUG (src/nvmf_tcp/tcp_transport.ts, onCapsuleCmd/#startData): a write
-  // announced for R2T takes its chunks from the process-wide pool when the
-  // capsule arrives and holds them until its H2CData comes, with no limit per
-  // queue pair or controller and no timeout. A connected host that sends
-  // 128 such writes of MDTS (128 KiB) on each of a few I/O queues and never
-  // sends the data holds the whole pool (511 x 128 KiB by default); every
-  // other host's commands that need data buffers then wait in the
-  // transport's buffer queue until that host disconnects: they do not fail,
-  // they hang. A fix needs a policy (a chunk quota per queue pair or
-  // controller, or a deadline for H2C data), not a one-line change.
-  ignore: true,
+  // A write announced for R2T holds its chunks until its data comes. Each
+  // connection may hold at most the transport's chunkQuota (an eighth of the
+  // pool), and data an R2T asked for must come within h2cTimeoutMs, else
+  // the connection is dropped and its chunks go back.
   async fn() {
-    const rig = startRig();
+    const rig = startRig({}, 1500);
     const NQN = "nqn.2026-11.dev.sluice:hoard";
     createMallocBdev(rig.bdevs, { name: "M0", numBlocks: 8192, blockSize: BLOCK_BYTES });
     rig.target.createSubsystem({ nqn: NQN, allowAnyHost: true });
@@ -846,7 +842,13 @@ Deno.test({
           io.send(io.capsule(writeSqe(0, 256, 131072, SGL_TRANSPORT)).bytes);
         }
       }
-      await waitFor(() => rig.transport.pool.available === 0, "the pool emptied by the hoarder");
+      // Each queue holds as many whole 32-chunk writes as its quota allows.
+      const held = Math.floor(rig.transport.chunkQuota / 32) * 32;
+      await waitFor(
+        () => rig.transport.pool.available <= rig.transport.pool.chunks - queues * held,
+        "the hoarder holding its quota on every queue",
+      );
+      assert(rig.transport.pool.available > 0, "the quota must leave chunks for others");
       // The good host must still be served: a 64 KiB write needs 16 chunks.
       const [st] = await runBatch(
         gq,
@@ -854,6 +856,10 @@ Deno.test({
         () => gq.submitIo(0, true, 1, 1000, 128, pattern(65536, 5)),
       );
       assertEquals(st, 0);
+      // The hoarder never sends the data: past the deadline its I/O queues are dropped.
+      for (const io of hoarder.ios) {
+        await guard(io.whenClosed, "the target dropping the hoarder's queue");
+      }
       for (const rc of [hoarder.admin, ...hoarder.ios]) rc.close();
       await good.close();
     } finally {
