@@ -10,16 +10,9 @@ import { NvmfTarget } from "./target.ts";
 import { NvmfTcpTransport } from "./tcp_transport.ts";
 import { NvmeCommandError, NvmeTcpController, NvmeTcpQueue } from "./host.ts";
 import type { Reactor } from "../reactor/reactor.ts";
+import { freePort } from "../testing/net.ts";
 
 const NQN = "nqn.2026-11.dev.sluice:test";
-
-/** A port nothing listens on now. */
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 interface Rig {
   reactor: Reactor;

@@ -4,6 +4,7 @@
  * surviving a restart, a clean stop on SIGTERM.
  */
 import { assert, assertEquals } from "../../src/testing/assert.ts";
+import { freePort } from "../../src/testing/net.ts";
 
 const MAIN = new URL("../../appliance/main.ts", import.meta.url).pathname;
 
@@ -17,13 +18,6 @@ function sluice(args: string[]): Promise<Deno.CommandOutput> {
 }
 
 const dec = new TextDecoder();
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 /** Starts `sluice serve` and waits for its "ready" line. */
 async function startServe(stateDir: string): Promise<{ child: Deno.ChildProcess; log: string[] }> {

@@ -65,6 +65,8 @@ import {
   statusSc,
   statusSct,
 } from "../../src/nvme/mod.ts";
+import { freePort } from "../../src/testing/net.ts";
+import { guard, waitFor } from "../../src/testing/wait.ts";
 
 /** Another seed: NVMF_FUZZ_SEED=0x1234 deno test -A test/integration/nvmf_fuzz_test.ts */
 const SEED = Number(Deno.env.get("NVMF_FUZZ_SEED") ?? 0x5eed_f00d) >>> 0;
@@ -81,7 +83,6 @@ const FUZZ_LBA = 20000;
  * Hang guard for "eventually": a correct target answers within
  * milliseconds; this only turns a hang into a failure naming what was awaited.
  */
-const GUARD_MS = 20_000;
 /** SGL descriptor types (SQE byte 39). */
 const SGL_IN_CAPSULE = 0x01;
 const SGL_TRANSPORT = 0x5a;
@@ -95,30 +96,6 @@ const CMD_SPECIFIC = 1;
 
 // ---------------------------------------------------------------------------
 // Waiting without hanging.
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-async function waitFor(cond: () => boolean, what: string): Promise<void> {
-  const start = performance.now();
-  while (!cond()) {
-    if (performance.now() - start > GUARD_MS) throw new Error(`never happened: ${what}`);
-    await sleep(2);
-  }
-}
-
-async function guard<T>(p: Promise<T>, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`never happened: ${what}`)), GUARD_MS);
-  });
-  try {
-    return await Promise.race([p, t]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 // ---------------------------------------------------------------------------
 // A raw host connection: sends exactly the bytes a test builds, records
@@ -1082,13 +1059,6 @@ async function goodLoop(
 }
 
 // ---------------------------------------------------------------------------
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 Deno.test("nvmf tcp fuzz: a live target under fire keeps serving a good host and leaks nothing", async () => {
   const unhandled: string[] = [];

@@ -58,10 +58,11 @@ import {
   statusSc,
   statusSct,
 } from "../../src/nvme/mod.ts";
+import { freePort } from "../../src/testing/net.ts";
+import { guard, sleep, waitFor } from "../../src/testing/wait.ts";
 
 const BLOCK_BYTES = 512;
 /** Hang guard: turns a hang into a failure naming what was awaited. */
-const GUARD_MS = 20_000;
 const SGL_IN_CAPSULE = 0x01;
 const SGL_TRANSPORT = 0x5a;
 /** CC: EN, IOSQES 64 B, IOCQES 16 B. */
@@ -73,30 +74,6 @@ function hostNqn(name: string): string {
 
 // ---------------------------------------------------------------------------
 // Waiting without hanging.
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-async function waitFor(cond: () => boolean, what: string): Promise<void> {
-  const start = performance.now();
-  while (!cond()) {
-    if (performance.now() - start > GUARD_MS) throw new Error(`never happened: ${what}`);
-    await sleep(2);
-  }
-}
-
-async function guard<T>(p: Promise<T>, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`never happened: ${what}`)), GUARD_MS);
-  });
-  try {
-    return await Promise.race([p, t]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 // ---------------------------------------------------------------------------
 // A rig: target, transport and a running reactor; stop() tears down and
@@ -110,13 +87,6 @@ interface Rig {
   /** Listens subsystem `nqn` on a fresh loopback port (or on `port`); returns it. */
   listen(nqn: string, port?: number): Promise<number>;
   stop(): Promise<void>;
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 function startRig(

@@ -7,17 +7,11 @@
 import assert from "node:assert/strict";
 import { outputTail, runGuest } from "./guest.ts";
 import { rpcCall } from "../../src/rpc/server.ts";
+import { freePort } from "../../src/testing/net.ts";
 
 const NQN = "nqn.2026-11.dev.sluice:vmtest";
 const NUM_BLOCKS = 262144; // 128 MiB of 512-byte blocks
 const MAIN = new URL("../../appliance/main.ts", import.meta.url).pathname;
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 /** The daemon with a config that exports Malloc0 as namespace 1 of NQN on `port`. */
 async function startSluice(dir: string, port: number): Promise<Deno.ChildProcess> {
