@@ -104,7 +104,7 @@ export class NvmeTcpPerfDevice implements PerfDevice {
     if (this.#closed || !this.#q.open) {
       // The connection is gone: end the I/O on the next turn (never inside submit, so a
       // job that resubmits from onDone cannot loop here).
-      setTimeout(() => this.#fail(slot), 0);
+      this.#failLater(slot);
       return;
     }
     if (this.#freeTop === 0) {
@@ -154,6 +154,14 @@ export class NvmeTcpPerfDevice implements PerfDevice {
     this.onDone(slot, true);
   };
 
+  /**
+   * Ends `slot` with an error on a later turn. A method of its own on purpose: a closure
+   * in submit capturing `slot` would make V8 allocate a context on every submit.
+   */
+  #failLater(slot: number): void {
+    setTimeout(() => this.#fail(slot), 0);
+  }
+
   #fail(slot: number): void {
     this.#reactor.ioInFlight--;
     this.failedIos++;
@@ -169,7 +177,7 @@ export class NvmeTcpPerfDevice implements PerfDevice {
       const slot = this.#wait[this.#waitHead] as number;
       this.#waitHead = (this.#waitHead + 1) % this.#wait.length;
       this.#waitCount--;
-      setTimeout(() => this.#fail(slot), 0);
+      this.#failLater(slot);
     }
     this.onLost(reason);
   }

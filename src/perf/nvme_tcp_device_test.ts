@@ -110,3 +110,28 @@ Deno.test("perf device: a dropped connection ends the run with errors, nothing l
   assertEquals([job.inFlight, reactor.ioInFlight], [0, 0]);
   assert(r.seconds < 30, "the run did not stop at the drop");
 });
+
+Deno.test("perf device: job and device allocate nothing per I/O (V8 GC trace)", async () => {
+  // A child runs 1M I/Os through PerfJob and the device over a synchronous fake queue
+  // under --trace-gc and marks the measured stretch; the control allocates per I/O.
+  const script = new URL("./testdata/perf_alloc.ts", import.meta.url).pathname;
+  async function gcEvents(pattern: string, mode: string): Promise<number> {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--v8-flags=--trace-gc", script, pattern, mode],
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
+    assert(out.success, `${pattern} ${mode} run failed`);
+    const lines = new TextDecoder().decode(out.stdout).split("\n");
+    const begin = lines.findIndex((l) => l.includes("MEASURE-BEGIN"));
+    const end = lines.findIndex((l) => l.includes("MEASURE-END"));
+    assert(begin >= 0 && end > begin, "markers missing");
+    return lines.slice(begin, end).filter((l) => /Scavenge|Mark-Compact|Minor/.test(l)).length;
+  }
+  const control = await gcEvents("randrw", "copy");
+  assert(control >= 5, `the control should show allocation (got ${control} GC events)`);
+  for (const [pattern, mode] of [["randrw", "steady"], ["read", "steady"], ["randrw", "verify"]]) {
+    const n = await gcEvents(pattern as string, mode as string);
+    assert(n <= 1, `${pattern} ${mode}: ${n} GC events in 1M I/Os (control: ${control})`);
+  }
+});

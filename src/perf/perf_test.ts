@@ -110,3 +110,22 @@ Deno.test("perf: -r transport IDs parse like spdk_nvme_perf's and bad ones say w
     "trsvcid must be a TCP port",
   );
 });
+
+Deno.test("perf: histogram buckets match the log-linear definition (edges, fractions, overflow)", () => {
+  // The definition: 16 buckets per power of two, ns below 16 one bucket each.
+  const reference = (ns: number): number => {
+    const v = ns < 1 ? 1 : ns;
+    if (v < 16) return Math.floor(v);
+    const octave = Math.floor(Math.log2(v));
+    const b = (octave - 3) * 16 + Math.floor((v / 2 ** octave - 1) * 16);
+    return Math.min(b, 32 * 16 - 1);
+  };
+  const samples = [0, 0.4, 1, 15.99, 16, 16.5, 17, 31.9, 32, 33, 1000, 4095, 4096, 4097, 123456.7];
+  for (let e = 4; e < 32; e++) samples.push(2 ** e - 1, 2 ** e, 2 ** e + 0.5, 2 ** e * 1.5 + 1);
+  samples.push(2 ** 32 - 1, 2 ** 32, 2 ** 40);
+  for (const ns of samples) {
+    const h = new LatencyHistogram();
+    h.record(ns);
+    assertEquals(h.counts.indexOf(1), reference(ns), `${ns} ns`);
+  }
+});
