@@ -19,8 +19,14 @@
  * Nothing is asserted: a benchmark is not a test. Every process started
  * here is ended here, on error and on Ctrl-C too.
  *
- * The same file runs the TCP load's two ends as child processes:
- * `--tcp-server` and `--tcp-client --port P --req B --resp B --depth D --seconds S`.
+ * Before measuring, both RAM disks are written once end to end: a malloc
+ * bdev's pages fault in on first write (randwrite QD128 ran at ~90-110k
+ * IOPS on fresh memory, ~380k once written), and SPDK's malloc bdev sits in
+ * hugepages that are all there from the start.
+ *
+ * The same file runs its helpers as child processes: `--tcp-server`,
+ * `--tcp-client --port P --req B --resp B --depth D --seconds S` and
+ * `--bdev-child --rw RW --depth D --seconds S`.
  * @module
  */
 import { rpcCall } from "../src/rpc/server.ts";
@@ -52,6 +58,7 @@ const WIRE = {
  * nvmf_tgt on one core of one of these 2-core machines, RAM bdev, median of runs.
  */
 const SPDK_REFERENCE: Record<string, { iops: number; avgUs?: number }> = {
+  // The issue gives one QD1 figure without saying read or write: both rows use it.
   "randread QD1": { iops: 51_000, avgUs: 19.6 },
   "randwrite QD1": { iops: 51_000, avgUs: 19.6 },
   "randread QD128": { iops: 307_000 },
