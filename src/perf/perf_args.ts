@@ -101,7 +101,7 @@ export function parsePerfArgs(args: readonly string[]): PerfOptions | null {
   for (let i = 0; i < args.length; i++) {
     const a = args[i] as string;
     if (a === "-h" || a === "--help") return null;
-    if (a === "--verify" || a === "-V") {
+    if (a === "--verify") {
       verify = true;
       continue;
     }
