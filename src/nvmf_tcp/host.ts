@@ -403,6 +403,8 @@ export class NvmeTcpController {
     const qopts = { host: o.host, port: o.port, hdgst: o.hdgst, ddgst: o.ddgst };
     const admin = await NvmeTcpQueue.connect(reactor, { ...qopts, depth: 32, maxTransfer: 8192 });
     admin.inCapsuleBytes = 4096;
+    // Queues connected so far: all of them are closed if a later step fails.
+    const io: NvmeTcpQueue[] = [];
     try {
       const c = await fabricsConnect(admin, o.subnqn, hostnqn, 0, 31, 0xffff, o.katoMs ?? 0);
       const cntlid = c & 0xffff;
@@ -431,12 +433,11 @@ export class NvmeTcpController {
         v.setUint32(44, ((n - 1) << 16) | (n - 1), true);
       });
       const maxTransfer = mdts === 0 ? 1 << 20 : 4096 * 2 ** mdts;
-      const io: NvmeTcpQueue[] = [];
       for (let q = 1; q <= n; q++) {
         const ioq = await NvmeTcpQueue.connect(reactor, { ...qopts, depth, maxTransfer });
+        io.push(ioq);
         ioq.inCapsuleBytes = ioccsz > 4 ? ioccsz * 16 - 64 : 0;
         await fabricsConnect(ioq, o.subnqn, hostnqn, q, depth, cntlid, 0);
-        io.push(ioq);
       }
       return new NvmeTcpController(admin, io, {
         cntlid,
@@ -448,6 +449,7 @@ export class NvmeTcpController {
         subnqn: ascii(idc, 768, 256),
       });
     } catch (e) {
+      for (const q of io) q.close();
       admin.close();
       throw e;
     }
