@@ -32,6 +32,20 @@ export type VhostUserErrorKind =
   | "overlappingRegions"
   /** A config space message's size field exceeds 256 bytes or disagrees with the payload. */
   | "badConfig"
+  /** SET_FEATURES or SET_PROTOCOL_FEATURES acked a bit the back-end did not offer. */
+  | "badFeatures"
+  /** The request needs a protocol feature (or VHOST_USER_F_PROTOCOL_FEATURES) not negotiated. */
+  | "notNegotiated"
+  /** The request needs an owner and SET_OWNER has not been received. */
+  | "notOwner"
+  /** A vring index is not below the device's queue count. */
+  | "badQueueIndex"
+  /** The request is not legal in the queue's or session's current state (e.g. resizing a started ring). */
+  | "illegalState"
+  /** REM_MEM_REG names a region that is not in the memory table. */
+  | "noSuchRegion"
+  /** The back-end failed a request that has no REPLY_ACK to carry the failure. */
+  | "backendFailed"
   /** The reader was used after it had already failed or been closed. */
   | "readerFailed";
 

@@ -8,3 +8,4 @@ export * from "./errors.ts";
 export * from "./messages.ts";
 export * from "./reader.ts";
 export * from "./reply.ts";
+export * from "./session.ts";
