@@ -1,6 +1,7 @@
 import { assert, assertEquals, assertThrows } from "../testing/assert.ts";
 import { VirtioDriver } from "../testing/virtio_driver.ts";
 import { VirtqueueError, type VirtqueueErrorKind } from "./error.ts";
+import { GuestMemory } from "./guest_memory.ts";
 import {
   SplitVirtqueue,
   VIRTQ_AVAIL_F_NO_INTERRUPT,
@@ -315,4 +316,69 @@ Deno.test("virtqueue: NO_INTERRUPT without EVENT_IDX", () => {
   assert(!q.needsNotification());
   q.setAvailEvent(7); // no-op without EVENT_IDX
   assertEquals(d.availEvent(), 0);
+});
+
+Deno.test("virtqueue: a buffer spanning two adjacent regions is refused", () => {
+  const a = new Uint8Array(0x4000), b = new Uint8Array(0x1000);
+  const memory = new GuestMemory([
+    { gpa: 0, size: 0x4000, uva: 0x10_0000, bytes: a },
+    { gpa: 0x4000, size: 0x1000, uva: 0x20_0000, bytes: b },
+  ]);
+  const q = SplitVirtqueue.create({
+    size: 4,
+    descAddr: 0,
+    availAddr: 0x100,
+    usedAddr: 0x200,
+    memory,
+    eventIdx: false,
+    indirectDesc: false,
+  });
+  const v = new DataView(a.buffer);
+  const desc = (i: number, addr: number, len: number, flags: number, next: number) => {
+    v.setBigUint64(16 * i, BigInt(addr), true);
+    v.setUint32(16 * i + 8, len, true);
+    v.setUint16(16 * i + 12, flags, true);
+    v.setUint16(16 * i + 14, next, true);
+  };
+  desc(0, 0x3ff0, 0x20, 0, 0);
+  assertEquals(kindOf(() => q.walkChain(0)), "desc-address");
+  desc(0, 0x3ff0, 0x10, VIRTQ_DESC_F_NEXT, 1);
+  desc(1, 0x4000, 0x1000, VIRTQ_DESC_F_WRITE, 0);
+  q.walkChain(0);
+  assertEquals(q.segCount, 2);
+  assertEquals([q.segRegion[0], q.segRegion[1], q.segOffset[1]], [0, 1, 0]);
+  // The rings themselves must each lie inside one region.
+  assertEquals(
+    kindOf(() =>
+      SplitVirtqueue.create({
+        size: 4,
+        descAddr: 0x3fe0,
+        availAddr: 0x100,
+        usedAddr: 0x200,
+        memory,
+        eventIdx: false,
+        indirectDesc: false,
+      })
+    ),
+    "queue-address",
+  );
+});
+
+Deno.test("virtqueue: resumes from a given last avail index", () => {
+  const d = new VirtioDriver({ queueSize: 8 });
+  const first = d.addChain([{ len: 8, writable: true }]).head;
+  const second = d.addChain([{ len: 8, writable: true }]).head;
+  assert(first !== second);
+  const q = SplitVirtqueue.create({
+    size: 8,
+    descAddr: d.descAddr,
+    availAddr: d.availAddr,
+    usedAddr: d.usedAddr,
+    memory: d.memory,
+    eventIdx: false,
+    indirectDesc: false,
+    lastAvailIdx: 1,
+  });
+  assertEquals(q.popAvail(), second);
+  assertEquals(q.popAvail(), -1);
 });
