@@ -198,6 +198,21 @@ Deno.test("one byte at a time and every split point give the same messages", () 
   }
 });
 
+Deno.test("random multi-point splits (seeded) give the same messages", () => {
+  const sent = stream();
+  const whole = readAll(split(sent, []));
+  const total = sent.reduce((n, s) => n + s.bytes.byteLength, 0);
+  let seed = 0x5eed;
+  const rand = (n: number): number => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed % n;
+  };
+  for (let round = 0; round < 300; round++) {
+    const cuts = Array.from({ length: 1 + rand(40) }, () => rand(total));
+    assertEquals(readAll(split(sent, cuts)), whole, `cuts ${cuts.join(",")}`);
+  }
+});
+
 Deno.test("reads of exactly one header then its payload work (fds with the header)", () => {
   const sent = stream();
   const cuts: number[] = [];
