@@ -20,7 +20,7 @@
  * them, and the backend should recheck `popAvail()` after `setAvailEvent()`.
  * @module
  */
-import { VirtqueueError } from "./error.ts";
+import { VirtqueueError, type VirtqueueErrorKind } from "./error.ts";
 import { GuestAddress, GuestMemory } from "./guest_memory.ts";
 
 /** Descriptor continues via `next`. */
@@ -120,6 +120,7 @@ export class SplitVirtqueue {
   #usedIdx: number;
   #signalledUsed = 0;
   #signalledUsedValid = false;
+  #broken = false;
   // Loop detection: a descriptor is visited in this walk when its stamp equals #gen.
   readonly #directStamp: Uint32Array;
   readonly #indirectStamp: Uint32Array;
@@ -204,6 +205,11 @@ export class SplitVirtqueue {
     return this.#lastAvail;
   }
 
+  /** True once the driver's available index was found impossible; the device needs a reset. */
+  get broken(): boolean {
+    return this.#broken;
+  }
+
   /** The device's used index (last published). */
   get usedIdx(): number {
     return this.#usedIdx;
@@ -212,16 +218,20 @@ export class SplitVirtqueue {
   /**
    * Takes the next available chain: returns its head index, or -1 when the
    * ring is empty. Throws {@linkcode VirtqueueError} `"avail-idx"` when the
-   * driver's index is more than a queue ahead (the queue is broken; the
-   * device should ask for a reset) and `"desc-index"` for a head out of
+   * driver's index is more than a queue ahead (the queue is then `broken` and
+   * every later call throws the same; the device should ask for a reset) and `"desc-index"` for a head out of
    * range (the entry is consumed, so the queue can go on).
    */
   popAvail(): number {
+    if (this.#broken) {
+      throw new VirtqueueError("avail-idx", "The queue is broken by an earlier available index");
+    }
     const availIdx = this.#avail.getUint16(this.#availOff + 2, true);
     // Read barrier here: the ring entry below is read after avail.idx (see the module note).
     const pending = (availIdx - this.#lastAvail) & 0xffff;
     if (pending === 0) return -1;
     if (pending > this.size) {
+      this.#broken = true;
       throw new VirtqueueError(
         "avail-idx",
         `Available index ${availIdx} is ${pending} entries past ${this.#lastAvail}, more than the queue size ${this.size}`,
@@ -253,7 +263,7 @@ export class SplitVirtqueue {
     this.head = head;
     const size = this.size;
     if (!Number.isInteger(head) || head < 0 || head >= size) {
-      throw new VirtqueueError("desc-index", `Head descriptor ${head} is not below ${size}`);
+      throw this.#chainError("desc-index", `Head descriptor ${head} is not below ${size}`);
     }
     let gen = this.#gen + 1;
     if (gen > 0xffff_ffff) {
@@ -276,7 +286,7 @@ export class SplitVirtqueue {
     let sawWritable = false;
     for (;;) {
       if (idx >= tableLen) {
-        throw new VirtqueueError(
+        throw this.#chainError(
           "desc-index",
           `Descriptor ${idx} is not below the ${
             inIndirect ? "indirect table" : "queue"
@@ -284,7 +294,7 @@ export class SplitVirtqueue {
         );
       }
       if (stamps[idx] === gen) {
-        throw new VirtqueueError("chain-loop", `Descriptor ${idx} appears twice in one chain`);
+        throw this.#chainError("chain-loop", `Descriptor ${idx} appears twice in one chain`);
       }
       stamps[idx] = gen;
       const off = base + idx * VIRTQ_DESC_BYTES;
@@ -295,28 +305,28 @@ export class SplitVirtqueue {
       const next = view.getUint16(off + 14, true);
       if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
         if (inIndirect) {
-          throw new VirtqueueError("indirect-nested", "An indirect table refers to another one");
+          throw this.#chainError("indirect-nested", "An indirect table refers to another one");
         }
         if (!this.indirectDesc) {
-          throw new VirtqueueError(
+          throw this.#chainError(
             "indirect-feature",
             "An indirect descriptor was used without VIRTIO_F_INDIRECT_DESC",
           );
         }
         if ((flags & VIRTQ_DESC_F_NEXT) !== 0) {
-          throw new VirtqueueError(
+          throw this.#chainError(
             "indirect-next",
             "An indirect descriptor also has VIRTQ_DESC_F_NEXT",
           );
         }
         if (len === 0 || len % VIRTQ_DESC_BYTES !== 0 || len / VIRTQ_DESC_BYTES > size) {
-          throw new VirtqueueError(
+          throw this.#chainError(
             "indirect-size",
             `An indirect table of ${len} bytes is empty, not a multiple of 16 or over ${size} descriptors`,
           );
         }
         if (hi >= HIGH_WORD_LIMIT || !mem.translate(hi * TWO_32 + lo, len, at)) {
-          throw new VirtqueueError(
+          throw this.#chainError(
             "indirect-address",
             "An indirect table is not inside guest memory",
           );
@@ -330,17 +340,17 @@ export class SplitVirtqueue {
         continue;
       }
       if (count >= size) {
-        throw new VirtqueueError(
+        throw this.#chainError(
           "chain-too-long",
           `A chain has more than ${size} descriptors`,
         );
       }
       if (hi >= HIGH_WORD_LIMIT) {
-        throw new VirtqueueError("desc-address", `Descriptor ${idx} has an address past 2^53`);
+        throw this.#chainError("desc-address", `Descriptor ${idx} has an address past 2^53`);
       }
       const gpa = hi * TWO_32 + lo;
       if (!mem.translate(gpa, len, at)) {
-        throw new VirtqueueError(
+        throw this.#chainError(
           "desc-address",
           `Descriptor ${idx} (0x${gpa.toString(16)}, ${len} bytes) is not inside guest memory`,
         );
@@ -351,7 +361,7 @@ export class SplitVirtqueue {
         sawWritable = true;
       } else {
         if (sawWritable) {
-          throw new VirtqueueError(
+          throw this.#chainError(
             "order",
             `Descriptor ${idx} is device-readable after a device-writable one`,
           );
@@ -359,7 +369,7 @@ export class SplitVirtqueue {
         readable += len;
       }
       if (readable + writable > CHAIN_BYTES_MAX) {
-        throw new VirtqueueError("chain-bytes", "A chain's buffers add up to more than 4 GiB");
+        throw this.#chainError("chain-bytes", "A chain's buffers add up to more than 4 GiB");
       }
       this.segGpa[count] = gpa;
       this.segLen[count] = len;
@@ -373,6 +383,14 @@ export class SplitVirtqueue {
       if ((flags & VIRTQ_DESC_F_NEXT) === 0) return;
       idx = next;
     }
+  }
+
+  /** Forgets the partly walked chain and makes the error to throw. */
+  #chainError(kind: VirtqueueErrorKind, message: string): VirtqueueError {
+    this.segCount = 0;
+    this.readableBytes = 0;
+    this.writableBytes = 0;
+    return new VirtqueueError(kind, message);
   }
 
   /**

@@ -240,17 +240,36 @@ Deno.test("virtqueue: chains longer than 4 GiB in total are refused", () => {
 Deno.test("virtqueue: a bad avail idx and a bad head", () => {
   const d = new VirtioDriver({ queueSize: 8 });
   const q = d.queue();
-  d.setAvailIdx(9);
-  assertEquals(kindOf(() => q.popAvail()), "avail-idx");
-  d.setAvailIdx(0xffff);
-  assertEquals(kindOf(() => q.popAvail()), "avail-idx");
-  d.setAvailIdx(0);
-  assertEquals(q.popAvail(), -1);
   d.publish(8);
   assertEquals(kindOf(() => q.popAvail()), "desc-index");
   assertEquals(q.popAvail(), -1, "the bad entry was consumed");
   assertEquals(kindOf(() => q.walkChain(12)), "desc-index");
   assertEquals(kindOf(() => q.pushUsed(8, 0)), "used-head");
+  assert(!q.broken);
+  for (const idx of [9 + 1, 0xffff]) {
+    const fresh = new VirtioDriver({ queueSize: 8 });
+    const fq = fresh.queue();
+    fresh.setAvailIdx(idx);
+    assertEquals(kindOf(() => fq.popAvail()), "avail-idx");
+    assert(fq.broken);
+    fresh.setAvailIdx(0);
+    assertEquals(kindOf(() => fq.popAvail()), "avail-idx", "stays broken");
+  }
+  // Exactly a queue's worth ahead is fine.
+  const full = new VirtioDriver({ queueSize: 8 });
+  const fullQ = full.queue();
+  full.setAvailIdx(8);
+  assertEquals(fullQ.popAvail(), 0);
+});
+
+Deno.test("virtqueue: a failed walk leaves no chain behind", () => {
+  const d = new VirtioDriver({ queueSize: 8 });
+  const q = d.queue();
+  const buf = d.alloc(64);
+  d.writeDesc(0, { addr: buf, len: 8, flags: VIRTQ_DESC_F_NEXT, next: 1 });
+  d.writeDesc(1, { addr: 0, len: 8, flags: 0, next: 0 });
+  assertEquals(kindOf(() => q.walkChain(0)), "desc-address");
+  assertEquals([q.segCount, q.readableBytes, q.writableBytes], [0, 0, 0]);
 });
 
 Deno.test("virtqueue: vringNeedEvent matches the spec's formula across wraparound", () => {
