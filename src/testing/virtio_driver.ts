@@ -272,6 +272,61 @@ export class VirtioDriver {
     return out;
   }
 
+  // Hostile rings: each writes one bad chain from descriptor 0 (or a bad
+  // avail index), publishes it and returns the head. The comment names the
+  // VirtqueueError kind a device should give.
+
+  /** A chain of `n` descriptors whose last points back to the first ("chain-loop"). */
+  addLoop(n = 2): number {
+    const buf = this.alloc(8);
+    for (let i = 0; i < n; i++) {
+      this.writeDesc(i, { addr: buf, len: 8, flags: VIRTQ_DESC_F_NEXT, next: (i + 1) % n });
+    }
+    this.publish(0);
+    return 0;
+  }
+
+  /** A buffer just past the end of guest memory ("desc-address"). */
+  addOutOfRange(): number {
+    const end = this.gpaBase + this.bytes.byteLength;
+    this.writeDesc(0, { addr: end - 4, len: 8, flags: 0, next: 0 });
+    this.publish(0);
+    return 0;
+  }
+
+  /** A 4 GiB - 1 writable buffer ("desc-address": no guest region is that big here). */
+  addHugeLength(): number {
+    this.writeDesc(0, {
+      addr: this.alloc(8),
+      len: 0xffff_ffff,
+      flags: VIRTQ_DESC_F_WRITE,
+      next: 0,
+    });
+    this.publish(0);
+    return 0;
+  }
+
+  /** An indirect table holding another indirect descriptor ("indirect-nested"). */
+  addNestedIndirect(): number {
+    const inner = this.writeIndirectTable([{ addr: this.alloc(8), len: 8, flags: 0, next: 0 }]);
+    const outer = this.writeIndirectTable([
+      { addr: inner, len: VIRTQ_DESC_BYTES, flags: VIRTQ_DESC_F_INDIRECT, next: 0 },
+    ]);
+    this.writeDesc(0, {
+      addr: outer,
+      len: VIRTQ_DESC_BYTES,
+      flags: VIRTQ_DESC_F_INDIRECT,
+      next: 0,
+    });
+    this.publish(0);
+    return 0;
+  }
+
+  /** Moves avail.idx `by` entries past the driver's own index ("avail-idx" above the size). */
+  jumpAvailIdx(by: number): void {
+    this.setAvailIdx(this.#availIdx + by);
+  }
+
   /**
    * Adds a virtio-blk request: a 16-byte header (type, reserved 0, sector),
    * the data buffers, and a 1-byte writable status (unless `noStatus`).

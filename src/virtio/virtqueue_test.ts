@@ -401,3 +401,23 @@ Deno.test("virtqueue: resumes from a given last avail index", () => {
   assertEquals(q.popAvail(), second);
   assertEquals(q.popAvail(), -1);
 });
+
+Deno.test("virtqueue: the driver model's hostile rings", () => {
+  const cases: [VirtqueueErrorKind, (d: VirtioDriver) => void][] = [
+    ["chain-loop", (d) => d.addLoop(3)],
+    ["desc-address", (d) => d.addOutOfRange()],
+    ["desc-address", (d) => d.addHugeLength()],
+    ["indirect-nested", (d) => d.addNestedIndirect()],
+  ];
+  for (const [kind, build] of cases) {
+    const d = new VirtioDriver({ queueSize: 8, indirectDesc: true });
+    const q = d.queue();
+    build(d);
+    assertEquals(kindOf(() => q.walkChain(q.popAvail())), kind);
+    assertEquals(q.popAvail(), -1);
+  }
+  const d = new VirtioDriver({ queueSize: 8 });
+  const q = d.queue();
+  d.jumpAvailIdx(9);
+  assertEquals(kindOf(() => q.popAvail()), "avail-idx");
+});
