@@ -7,6 +7,9 @@
  * split across descriptors (devices must not assume a framing), so it is
  * gathered into a scratch buffer. Nothing is allocated per request: a
  * {@linkcode BlkRequest} is made once per queue and reused.
+ *
+ * Leniency: the sector of FLUSH and GET_ID (which drivers must set to 0) is
+ * ignored; GET_ID accepts more than 20 data bytes and fills the first 20.
  * @module
  */
 import type { GuestMemory } from "./guest_memory.ts";

@@ -203,3 +203,68 @@ Deno.test("fuzz: random descriptor chains walk to a valid chain or a VirtqueueEr
     assert((kinds.get(k) ?? 0) > 0, `kind ${k} never seen: ${JSON.stringify([...kinds])}`);
   }
 });
+
+Deno.test("fuzz: mutated virtio-blk requests parse to a status, never throw", () => {
+  const next = rng(0xb1c0_0001);
+  const pick = (n: number) => next() % n;
+  const limits = {
+    capacitySectors: 2048,
+    readOnly: false,
+    flush: true,
+    discard: true,
+    writeZeroes: true,
+    maxDiscardSectors: 256,
+    maxDiscardSeg: 2,
+    maxWriteZeroesSectors: 256,
+    maxWriteZeroesSeg: 2,
+  };
+  const seen = new Map<number, number>();
+  for (let iter = 0; iter < ITERATIONS; iter++) {
+    const d = new VirtioDriver({ queueSize: 16, memoryBytes: 1 << 17, indirectDesc: true });
+    const q = d.queue();
+    const req = new BlkRequest(16, 2);
+    const type = [0, 1, 4, 8, 11, 13, 10, 14, next()][pick(9)] ?? 0;
+    const data = Array.from({ length: pick(5) }, () => {
+      const len = [0, 1, 15, 16, 20, 32, 512, 1024, 511][pick(9)] ?? 0;
+      const bytes = new Uint8Array(len);
+      for (let i = 0; i < len; i += 4) bytes[i] = pick(4) === 0 ? next() & 0xff : pick(3);
+      return { len, writable: pick(2) === 0, data: bytes };
+    });
+    // The driver keeps readable before writable, as the walker requires.
+    data.sort((a, b) => Number(a.writable) - Number(b.writable));
+    d.addBlkRequest({
+      type,
+      sector: pick(8) === 0 ? BigInt(next()) << 32n : pick(2100),
+      data,
+      indirect: pick(2) === 0,
+      splitHeader: pick(2) === 0,
+      noStatus: pick(8) === 0,
+      writableHeader: pick(16) === 0,
+    });
+    try {
+      q.walkChain(q.popAvail());
+    } catch (e) {
+      if (!(e instanceof VirtqueueError)) throw e;
+      continue;
+    }
+    const status = req.parse(q, limits);
+    seen.set(status, (seen.get(status) ?? 0) + 1);
+    if (status === VIRTIO_BLK_S_OK) {
+      if (req.type === 0 || req.type === 1) {
+        assertEquals(req.dataBytes % 512, 0);
+        assert(req.sector + req.dataBytes / 512 <= limits.capacitySectors);
+      }
+      for (let i = 0; i < req.rangeCount; i++) {
+        assert((req.rangeSector[i] ?? 0) + (req.rangeSectors[i] ?? 0) <= limits.capacitySectors);
+        assert((req.rangeSectors[i] ?? 0) <= 256);
+      }
+    } else {
+      assert(req.reason.length > 0);
+      assertEquals([req.dataCount, req.rangeCount], [0, 0]);
+    }
+    req.writeStatus(q.memory, status);
+  }
+  for (const s of [VIRTIO_BLK_S_OK, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_UNSUPP, BLK_NO_STATUS]) {
+    assert((seen.get(s) ?? 0) > 0, `status ${s} never seen: ${JSON.stringify([...seen])}`);
+  }
+});

@@ -175,7 +175,8 @@ export class GuestMemory {
 
   /**
    * Converts a front-end virtual address range to a guest physical address,
-   * or returns -1 when the range is not inside one region.
+   * or returns -1 when the range is not inside one region. A linear scan:
+   * it serves vhost-user SET_VRING_ADDR, not the data path.
    */
   uvaToGpa(uva: number, length: number): number {
     if (!isAddress(uva) || !isAddress(length)) return -1;

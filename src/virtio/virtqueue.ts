@@ -255,6 +255,13 @@ export class SplitVirtqueue {
    * Walks and validates the chain starting at `head`, filling the `seg*`
    * arrays. Throws {@linkcode VirtqueueError} for any broken rule; then the
    * device should return the head with length 0 (or ask for a reset).
+   *
+   * Direct descriptors may precede one indirect descriptor, which ends the
+   * queue-table part of the chain (it may not have NEXT); the WRITE flag of
+   * the descriptor that points to a table is ignored, as the spec says. A
+   * chain, indirect entries included, has at most queue-size descriptors
+   * (the spec's limit on drivers), so a device should offer seg_max of at
+   * most the queue size minus 2 (header and status), as QEMU does.
    */
   walkChain(head: number): void {
     this.segCount = 0;
