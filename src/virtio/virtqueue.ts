@@ -219,8 +219,9 @@ export class SplitVirtqueue {
    * Takes the next available chain: returns its head index, or -1 when the
    * ring is empty. Throws {@linkcode VirtqueueError} `"avail-idx"` when the
    * driver's index is more than a queue ahead (the queue is then `broken` and
-   * every later call throws the same; the device should ask for a reset) and `"desc-index"` for a head out of
-   * range (the entry is consumed, so the queue can go on).
+   * every later call throws the same; the device should ask for a reset),
+   * and `"desc-index"` for a head out of range (the entry is consumed, so
+   * the queue can go on).
    */
   popAvail(): number {
     if (this.#broken) {
