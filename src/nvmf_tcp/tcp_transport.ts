@@ -65,6 +65,8 @@ const S_SEQUENCE = genericStatus(NvmeGenericSc.CommandSequenceError);
 export interface NvmfTcpTransportOptions {
   /** Deadline for the data of an R2T, ms (default 10 000). */
   h2cTimeoutMs?: number;
+  /** Deadline from accept to a completed Fabrics Connect, ms (default 10 000). */
+  connectTimeoutMs?: number;
 }
 
 /** Counters of the transport, for status and tests. */
@@ -104,6 +106,11 @@ export class NvmfTcpTransport {
   readonly chunkQuota: number;
   /** A host must send the data of an R2T within this many ms, or its connection is dropped. */
   readonly h2cTimeoutMs: number;
+  /**
+   * A connection must finish ICReq and Fabrics Connect within this many ms,
+   * or it is dropped: until then it holds its command slots for nothing.
+   */
+  readonly connectTimeoutMs: number;
   /** The R2T deadline check: a timer, so it also runs while the reactor is parked. */
   readonly #deadlineTimer: ReturnType<typeof setInterval>;
 
@@ -121,7 +128,11 @@ export class NvmfTcpTransport {
     const perCommand = Math.ceil(o.maxIoSize / CHUNK_BYTES);
     this.chunkQuota = Math.max(perCommand, Math.floor(this.pool.chunks / 8));
     this.h2cTimeoutMs = opts.h2cTimeoutMs ?? 10_000;
-    this.#deadlineTimer = setInterval(this.#deadlineCheck, Math.min(1000, this.h2cTimeoutMs / 2));
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
+    this.#deadlineTimer = setInterval(
+      this.#deadlineCheck,
+      Math.min(1000, this.h2cTimeoutMs / 2, this.connectTimeoutMs / 2),
+    );
     // Deno's timer ids are numbers (Node's type definitions, pulled in by node: imports, say otherwise).
     Deno.unrefTimer(Number(this.#deadlineTimer));
     this.#unhook.push(target.onListenerAdded((l) => this.#listen(l)));
@@ -188,8 +199,11 @@ export class NvmfTcpTransport {
 
   /** Drops connections sitting on an R2T without sending its data. */
   readonly #deadlineCheck = (): void => {
-    const before = performance.now() - this.h2cTimeoutMs;
-    for (const q of this.#qpairs) q.checkH2CDeadline(before);
+    const now = performance.now();
+    for (const q of this.#qpairs) {
+      q.checkConnectDeadline(now - this.connectTimeoutMs);
+      q.checkH2CDeadline(now - this.h2cTimeoutMs);
+    }
   };
 
   /** @internal */
@@ -259,6 +273,7 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
   /** Which requests are inside the core. */
   #inCoreFlag: Uint8Array = new Uint8Array(0);
   #loggedBadCommand = false;
+  readonly #acceptedAtMs = performance.now();
   /** Chunks this connection holds now (bounded by the transport's quota). */
   #chunksHeld = 0;
   /** When each slot's R2T went out (performance.now ms). */
@@ -601,6 +616,14 @@ class TcpQpair implements NvmfQpair, TargetPduHandler {
     cqeSetStatus(req.cqeView, status);
     this.#inCoreFlag[req.index] = 0;
     this.complete(req);
+  }
+
+  /** @internal Drops the connection if it has not completed Connect since `before`. */
+  checkConnectDeadline(before: number): void {
+    if (this.#closing || this.ctrlr !== null || this.#acceptedAtMs >= before) return;
+    this.disconnect(
+      `no Fabrics Connect within ${this.#t.connectTimeoutMs} ms of accepting the connection`,
+    );
   }
 
   /** @internal Drops the connection if an R2T older than `before` still waits for its data. */

@@ -28,7 +28,7 @@ import {
 } from "../../src/bdev_modules/error/error.ts";
 import { NvmfTarget, type NvmfTransportOptions } from "../../src/nvmf_tcp/target.ts";
 import { NvmfTcpTransport } from "../../src/nvmf_tcp/tcp_transport.ts";
-import { NvmeCommandError, NvmeTcpController, type NvmeTcpQueue } from "../../src/nvmf_tcp/host.ts";
+import { NvmeCommandError, NvmeTcpController, NvmeTcpQueue } from "../../src/nvmf_tcp/host.ts";
 import { connectTcp, type TcpCloseReason, type TcpConnection } from "../../src/net/tcp.ts";
 import {
   type HostPduHandler,
@@ -92,6 +92,7 @@ interface Rig {
 function startRig(
   transportOptions: Partial<NvmfTransportOptions> = {},
   h2cTimeoutMs?: number,
+  connectTimeoutMs?: number,
 ): Rig {
   const reactor = new Reactor();
   let crash: unknown = null;
@@ -101,7 +102,10 @@ function startRig(
   const bdevs = new BdevRegistry();
   const target = new NvmfTarget({ bdevs, thread: reactor });
   target.createTransport(transportOptions);
-  const transport = new NvmfTcpTransport(target, reactor, () => {}, { h2cTimeoutMs });
+  const transport = new NvmfTcpTransport(target, reactor, () => {}, {
+    h2cTimeoutMs,
+    connectTimeoutMs,
+  });
   const poolStart = transport.pool.available;
   return {
     reactor,
@@ -836,4 +840,31 @@ Deno.test({
       await rig.stop();
     }
   },
+});
+
+Deno.test("nvmf robustness: a connection that never completes Connect is dropped; a connected host stays", async () => {
+  const rig = startRig({}, undefined, 1000);
+  const NQN = "nqn.2026-11.dev.sluice:handshake";
+  createMallocBdev(rig.bdevs, { name: "M0", numBlocks: 2048, blockSize: BLOCK_BYTES });
+  rig.target.createSubsystem({ nqn: NQN, allowAnyHost: true });
+  rig.target.addNamespace(NQN, { bdevName: "M0" });
+  try {
+    const port = await rig.listen(NQN);
+    const good = await NvmeTcpController.connect(rig.reactor, {
+      host: "127.0.0.1",
+      port,
+      subnqn: NQN,
+      hostnqn: hostNqn("patient"),
+    });
+    let goodClosed = false;
+    for (const q of [good.admin, ...good.ioQueues]) q.onClose = () => (goodClosed = true);
+    // ICReq only, then silence: it holds command slots and must not keep them.
+    const idle = await NvmeTcpQueue.connect(rig.reactor, { host: "127.0.0.1", port, depth: 4 });
+    await guard(closed(idle), "the target dropping the connection that never sent Connect");
+    assertEquals(goodClosed, false);
+    assertEquals(rig.transport.connectionCount, 2);
+    await good.close();
+  } finally {
+    await rig.stop();
+  }
 });
