@@ -10,6 +10,7 @@ import { registerErrorRpcs } from "./bdev_modules/error/error_rpc.ts";
 import { registerFileRpcs } from "./bdev_modules/file/file_rpc.ts";
 import { registerMallocRpcs } from "./bdev_modules/malloc/malloc_rpc.ts";
 import { registerNvmfRpcs, shutdownNvmfTarget } from "./nvmf_tcp/nvmf_rpc.ts";
+import { registerVhostRpcs, shutdownVhost } from "./vhost_user/vhost_rpc.ts";
 import { registerPassthruRpcs } from "./bdev_modules/passthru/passthru_rpc.ts";
 import { registerConfigRpcs } from "./config/config.ts";
 import { Reactor } from "./reactor/mod.ts";
@@ -39,6 +40,7 @@ export class App implements AppContext {
     registerPassthruRpcs(this.rpc);
     registerErrorRpcs(this.rpc);
     registerNvmfRpcs(this.rpc);
+    registerVhostRpcs(this.rpc);
   }
 
   /** Operational messages; the daemon prints them. Safe to pass around unbound. */
@@ -58,6 +60,7 @@ export class App implements AppContext {
 
   /** Deletes every bdev (top layers first) and stops the reactor. */
   async shutdown(): Promise<void> {
+    await shutdownVhost(this);
     await shutdownNvmfTarget(this);
     for (const b of this.bdevs.list().reverse()) {
       try {

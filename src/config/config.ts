@@ -12,6 +12,7 @@ import type { AppContext } from "../rpc/context.ts";
 import type { RpcTable } from "../rpc/rpc.ts";
 import { RpcError } from "../rpc/errors.ts";
 import { nvmfConfigCalls } from "../nvmf_tcp/nvmf_rpc.ts";
+import { vhostConfigCalls } from "../vhost_user/vhost_rpc.ts";
 
 /** One subsystem's part of the config. */
 export interface SubsystemConfig {
@@ -25,7 +26,7 @@ export interface SluiceConfig {
 }
 
 /** Subsystems in the order they are applied (later ones use earlier ones' objects). */
-export const SUBSYSTEMS = ["bdev", "nvmf"] as const;
+export const SUBSYSTEMS = ["bdev", "nvmf", "vhost_blk"] as const;
 
 /** A config document is malformed; the message says where. */
 export class ConfigError extends Error {
@@ -50,6 +51,7 @@ export function buildConfig(ctx: AppContext): SluiceConfig {
     subsystems: [
       { subsystem: "bdev", config: bdev },
       { subsystem: "nvmf", config: nvmfConfigCalls(ctx) },
+      { subsystem: "vhost_blk", config: vhostConfigCalls(ctx) },
     ],
   };
 }

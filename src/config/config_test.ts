@@ -31,6 +31,7 @@ Deno.test("config: what save_config writes, load_config rebuilds on a fresh appl
     assertEquals(await app.call("framework_get_subsystems"), [
       { subsystem: "bdev", depends_on: [] },
       { subsystem: "nvmf", depends_on: ["bdev"] },
+      { subsystem: "vhost_blk", depends_on: ["bdev", "nvmf"] },
     ]);
     const cfg = buildConfig(app);
     assertEquals(
