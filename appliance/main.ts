@@ -47,7 +47,8 @@ Options:
   --config FILE       Config to load and keep up to date (default <state-dir>/config.json).
                       When it does not exist, the embedded default is used: a 1 GiB
                       file-backed bdev "default" on <state-dir>/default.img, exported
-                      over NVMe/TCP as namespace 1 of ${DEFAULT_NQN}.
+                      over NVMe/TCP as namespace 1 of ${DEFAULT_NQN} and to VMs on
+                      the vhost-user-blk socket <state-dir>/vhost-default.sock.
   --nvmf-listen A:P   Where the default config listens for NVMe/TCP (default 127.0.0.1:4420;
                       loopback unless you say otherwise). Only used when creating the default.
   -h, --help          Show this help`;
@@ -250,6 +251,11 @@ async function createDefault(
   await app.call("nvmf_subsystem_add_listener", {
     nqn: DEFAULT_NQN,
     listen_address: { trtype: "TCP", adrfam: "IPv4", ...listen },
+  });
+  await app.call("vhost_create_blk_controller", {
+    ctrlr: "vhost-default",
+    dev_name: "default",
+    socket: `${stateDir}/vhost-default.sock`,
   });
 }
 

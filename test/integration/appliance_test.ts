@@ -73,6 +73,10 @@ Deno.test("appliance: default volume, CLI RPCs, config kept across a restart", a
         first.log.join("\n"),
       );
       assertEquals((await Deno.stat(`${dir}/default.img`)).size, 1024 ** 3);
+      assert(
+        (await Deno.stat(`${dir}/vhost-default.sock`)).isSocket,
+        "the default vhost-user socket",
+      );
 
       const bdevs = await sluice(["rpc", "bdev_get_bdevs", "-s", sock]);
       assertEquals(bdevs.code, 0, dec.decode(bdevs.stderr));
@@ -127,6 +131,9 @@ Deno.test("appliance: default volume, CLI RPCs, config kept across a restart", a
       "nvmf_create_subsystem",
       "nvmf_subsystem_add_ns",
       "nvmf_subsystem_add_listener",
+    ]);
+    assertEquals(cfg.subsystems[2].config.map((c: { method: string }) => c.method), [
+      "vhost_create_blk_controller",
     ]);
 
     const second = await startServe(dir);
