@@ -6,6 +6,7 @@
  * "some I/O was done": speed belongs to bench/nvmf_bench.ts.
  */
 import { assert, assertEquals } from "../../src/testing/assert.ts";
+import { type Daemon, startDaemon } from "../../src/testing/daemon.ts";
 
 const MAIN = new URL("../../appliance/main.ts", import.meta.url).pathname;
 const NQN = "nqn.2026-11.dev.sluice:perftest";
@@ -28,7 +29,7 @@ function sluice(args: string[]): Promise<Deno.CommandOutput> {
 }
 
 /** `sluice serve` with a config exporting a 64 MiB malloc bdev as namespace 1 of NQN on `port`. */
-async function startTarget(dir: string, port: number): Promise<Deno.ChildProcess> {
+async function startTarget(dir: string, port: number): Promise<Daemon> {
   const config = {
     subsystems: [
       {
@@ -66,24 +67,7 @@ async function startTarget(dir: string, port: number): Promise<Deno.ChildProcess
       },
     ],
   };
-  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config));
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, "serve", "--state-dir", dir],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  while (!seen.includes("ready")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`sluice serve exited before ready:\n${seen}`);
-    seen += value;
-  }
-  (async () => {
-    while (!(await reader.read()).done) { /* keep the pipe drained */ }
-  })();
-  return child;
+  return await startDaemon(dir, { config });
 }
 
 const TOTAL =
@@ -138,8 +122,7 @@ Deno.test("perf: verified randrw on two NVMe/TCP queues against sluice serve; ba
     assertEquals(help.code, 0);
     assert(dec.decode(help.stdout).includes("Usage: sluice perf -r TRID"));
   } finally {
-    target.kill("SIGTERM");
-    assertEquals((await target.status).code, 0);
+    assertEquals(await target.stop(), 0);
     await Deno.remove(dir, { recursive: true });
   }
 });

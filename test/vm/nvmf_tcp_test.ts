@@ -8,13 +8,13 @@ import assert from "node:assert/strict";
 import { outputTail, runGuest } from "./guest.ts";
 import { rpcCall } from "../../src/rpc/server.ts";
 import { freePort } from "../../src/testing/net.ts";
+import { type Daemon, startDaemon } from "../../src/testing/daemon.ts";
 
 const NQN = "nqn.2026-11.dev.sluice:vmtest";
 const NUM_BLOCKS = 262144; // 128 MiB of 512-byte blocks
-const MAIN = new URL("../../appliance/main.ts", import.meta.url).pathname;
 
 /** The daemon with a config that exports Malloc0 as namespace 1 of NQN on `port`. */
-async function startSluice(dir: string, port: number): Promise<Deno.ChildProcess> {
+async function startSluice(dir: string, port: number): Promise<Daemon> {
   const config = {
     subsystems: [
       {
@@ -57,28 +57,7 @@ async function startSluice(dir: string, port: number): Promise<Deno.ChildProcess
       },
     ],
   };
-  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config));
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, "serve", "--state-dir", dir],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  while (!seen.includes("ready")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`sluice exited before ready:\n${seen}`);
-    seen += value;
-  }
-  (async () => {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      Deno.stdout.writeSync(new TextEncoder().encode(value));
-    }
-  })();
-  return child;
+  return await startDaemon(dir, { config, echo: true });
 }
 
 /** Answers the guest's "add_ns" by adding a second namespace over RPC. */
@@ -155,8 +134,7 @@ for (const digests of [false, true]) {
       }
     } finally {
       ctl.close();
-      child.kill("SIGTERM");
-      await child.status;
+      await child.stop();
       await Deno.remove(dir, { recursive: true });
     }
   });

@@ -9,14 +9,13 @@
 import assert from "node:assert/strict";
 import { outputTail, runGuest } from "./guest.ts";
 import { freePort } from "../../src/testing/net.ts";
+import { type Daemon, startDaemon } from "../../src/testing/daemon.ts";
 
 const NUM_BLOCKS = 262144; // 128 MiB of 512-byte blocks
 const PATTERN_MIB = 96; // the 4 MiB pattern, past fio's two 16 MiB regions
 const FIO_SIZE_MIB = 16;
-const READY_TIMEOUT_MS = 60_000;
 /** SPDK's config subsystem for vhost_create_blk_controller. */
 const VHOST_SUBSYSTEM = "vhost_blk";
-const MAIN = new URL("../../appliance/main.ts", import.meta.url).pathname;
 const SCRIPT = new URL("./guest/vhost_blk.sh", import.meta.url);
 
 /** What the guest script writes to /dev/report. */
@@ -27,19 +26,13 @@ interface Report {
   fioErr?: number;
 }
 
-interface Sluice {
-  child: Deno.ChildProcess;
-  /** Copies the daemon's stdout after "ready"; settles when the daemon's stdout closes. */
-  relay: Promise<void>;
-}
-
 /** The daemon with a config that creates Malloc0 and controller vhost.0 on `socket`. */
 async function startSluice(
   dir: string,
   socket: string,
   numQueues: number,
   nvmfPort: number,
-): Promise<Sluice> {
+): Promise<Daemon> {
   const config = {
     subsystems: [
       {
@@ -58,56 +51,11 @@ async function startSluice(
       },
     ],
   };
-  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config));
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      ...["run", "-A", MAIN, "serve"],
-      ...["--state-dir", dir, "--nvmf-listen", `127.0.0.1:${nvmfPort}`],
-    ],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<"timeout">((resolve) => {
-    timer = setTimeout(() => resolve("timeout"), READY_TIMEOUT_MS);
+  return await startDaemon(dir, {
+    config,
+    args: ["--nvmf-listen", `127.0.0.1:${nvmfPort}`],
+    echo: true,
   });
-  try {
-    while (!seen.includes("ready")) {
-      const r = await Promise.race([reader.read(), timeout]);
-      if (r === "timeout") throw new Error(`sluice not ready in ${READY_TIMEOUT_MS} ms:\n${seen}`);
-      if (r.done) throw new Error(`sluice exited before ready:\n${seen}`);
-      seen += r.value;
-    }
-  } catch (e) {
-    clearTimeout(timer);
-    try {
-      child.kill("SIGKILL");
-    } catch { /* already gone */ }
-    await reader.cancel().catch(() => {});
-    await child.status;
-    throw e;
-  }
-  clearTimeout(timer);
-  Deno.stdout.writeSync(new TextEncoder().encode(seen));
-  const relay = (async () => {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      Deno.stdout.writeSync(new TextEncoder().encode(value));
-    }
-  })().catch(() => {});
-  return { child, relay };
-}
-
-async function stopSluice(s: Sluice): Promise<void> {
-  try {
-    s.child.kill("SIGTERM");
-  } catch { /* already gone */ }
-  await s.child.status;
-  await s.relay;
 }
 
 function parseReport(report: string, output: string): Report {
@@ -185,7 +133,7 @@ for (const numQueues of [1, 2]) {
       assertSteps(r2.output, ["device", "size", "queues", "reread"]);
       assert.equal(parseReport(r2.report, r2.output).patternSha256, report.patternSha256);
     } finally {
-      await stopSluice(sluice);
+      await sluice.stop();
       await Deno.remove(dir, { recursive: true });
     }
   });
