@@ -16,6 +16,7 @@ import {
   BdevIo,
   BdevIoStatus,
   type BdevRegistry,
+  pollerName,
 } from "../bdev/mod.ts";
 import { type Mapping, mapShared } from "../../ffi/memory.ts";
 import { sym } from "../../ffi/libc.ts";
@@ -149,7 +150,7 @@ export class VhostBlkBackend implements VhostUserBackend {
     };
     this.#id = new TextEncoder().encode(b.name.slice(0, 20));
     this.#cqeHandler = o.reactor.registerCqeHandler(this.#onKick);
-    this.#poller = `vhost-blk:${b.name}:${Math.random().toString(36).slice(2, 8)}`;
+    this.#poller = pollerName(`vhost-blk:${b.name}`);
     o.reactor.addPoller(this.#poller, this.#poll);
   }
 
