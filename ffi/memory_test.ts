@@ -14,31 +14,8 @@ import {
 } from "./memory.ts";
 import { close, sym } from "./libc.ts";
 import { Errno, ErrnoError } from "./errno.ts";
-
-function assert(cond: boolean, msg = "assertion failed"): asserts cond {
-  if (!cond) throw new Error(msg);
-}
-function assertEquals<T>(actual: T, expected: T, msg = ""): void {
-  if (actual !== expected) throw new Error(`${msg} expected ${expected}, got ${actual}`);
-}
-function assertThrows(
-  fn: () => unknown,
-  cls: abstract new (...a: never[]) => Error,
-  inc = "",
-): Error {
-  try {
-    fn();
-  } catch (e) {
-    if (!(e instanceof cls)) throw new Error(`expected ${cls.name}, got ${e}`);
-    if (!e.message.includes(inc)) throw new Error(`"${e.message}" lacks "${inc}"`);
-    return e;
-  }
-  throw new Error(`expected ${cls.name}, nothing thrown`);
-}
-
-function fdCount(): number {
-  return [...Deno.readDirSync("/proc/self/fd")].length;
-}
+import { assert, assertEquals, assertThrows } from "../src/testing/assert.ts";
+import { openFdCount } from "../src/testing/fds.ts";
 
 Deno.test("mapAnonymous gives zeroed, writable, page-backed memory", () => {
   using m = mapAnonymous(3 * PAGE_SIZE + 5);
@@ -52,12 +29,12 @@ Deno.test("mapAnonymous gives zeroed, writable, page-backed memory", () => {
 });
 
 Deno.test("memfd mapped twice: both mappings see the same bytes", () => {
-  const before = fdCount();
+  const before = openFdCount();
   const fd = memfdCreate("memory_test", 2 * PAGE_SIZE);
   const a = mapShared(fd, 2 * PAGE_SIZE);
   const b = mapShared(fd, PAGE_SIZE, PAGE_SIZE); // second page only
   close(fd); // mappings hold their own file reference
-  assertEquals(fdCount(), before);
+  assertEquals(openFdCount(), before);
   assert(a.address !== b.address);
   a.bytes(PAGE_SIZE, 4).set([1, 2, 3, 4]);
   assertEquals([...b.bytes(0, 4)].join(), "1,2,3,4");

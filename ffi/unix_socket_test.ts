@@ -15,52 +15,14 @@ import {
 import { mapShared, memfdCreate, PAGE_SIZE } from "./memory.ts";
 import { close, eventfd, sym } from "./libc.ts";
 import { Errno, ErrnoError } from "./errno.ts";
-
-function assert(cond: boolean, msg = "assertion failed"): asserts cond {
-  if (!cond) throw new Error(msg);
-}
-function assertEquals<T>(actual: T, expected: T, msg = ""): void {
-  if (actual !== expected) throw new Error(`${msg} expected ${expected}, got ${actual}`);
-}
-function assertThrows(
-  fn: () => unknown,
-  cls: abstract new (...a: never[]) => Error,
-  inc = "",
-): Error {
-  try {
-    fn();
-  } catch (e) {
-    return checkError(e, cls, inc);
-  }
-  throw new Error(`expected ${cls.name}, nothing thrown`);
-}
-async function assertRejects(
-  p: Promise<unknown>,
-  cls: abstract new (...a: never[]) => Error,
-  inc = "",
-): Promise<Error> {
-  try {
-    await p;
-  } catch (e) {
-    return checkError(e, cls, inc);
-  }
-  throw new Error(`expected ${cls.name}, nothing thrown`);
-}
-function checkError(e: unknown, cls: abstract new (...a: never[]) => Error, inc: string): Error {
-  if (!(e instanceof cls)) throw new Error(`expected ${cls.name}, got ${e}`);
-  if (!e.message.includes(inc)) throw new Error(`"${e.message}" lacks "${inc}"`);
-  return e;
-}
-
-function fdCount(): number {
-  return [...Deno.readDirSync("/proc/self/fd")].length;
-}
+import { assert, assertEquals, assertRejects, assertThrows } from "../src/testing/assert.ts";
+import { openFdCount } from "../src/testing/fds.ts";
 
 /** Runs `fn` and fails if the process holds a different number of fds afterwards. */
 async function noFdLeak(fn: () => Promise<void> | void): Promise<void> {
-  const before = fdCount();
+  const before = openFdCount();
   await fn();
-  assertEquals(fdCount(), before, "open fds after the test:");
+  assertEquals(openFdCount(), before, "open fds after the test:");
 }
 
 const encoder = new TextEncoder();
@@ -139,24 +101,24 @@ Deno.test("more fds than maxFds: received fds are closed and it throws", async (
     const [a, b] = socketPair();
     const fds = [eventfd(), eventfd(), eventfd()];
     const buf = new Uint8Array(8);
-    const baseline = fdCount();
+    const baseline = openFdCount();
     try {
       // 3 fds into room for 1 (CMSG_SPACE(4) holds 2): the kernel sets MSG_CTRUNC.
       assertEquals(sendMsg(a, encoder.encode("x"), fds), 1);
       const e = assertThrows(() => recvMsg(b, buf, 1), ControlTruncatedError, "more than 1");
       assertEquals((e as ControlTruncatedError).bytes, 1);
-      assertEquals(fdCount(), baseline, "truncated fds closed");
+      assertEquals(openFdCount(), baseline, "truncated fds closed");
 
       // 2 fds fit the padding of CMSG_SPACE(4) without MSG_CTRUNC: still over the limit.
       assertEquals(sendMsg(a, encoder.encode("y"), fds.slice(0, 2)), 1);
       const e2 = assertThrows(() => recvMsg(b, buf, 1), ControlTruncatedError);
       assertEquals((e2 as ControlTruncatedError).received, 2);
-      assertEquals(fdCount(), baseline);
+      assertEquals(openFdCount(), baseline);
 
       // maxFds 0 refuses fds outright.
       assertEquals(sendMsg(a, encoder.encode("z"), fds.slice(0, 1)), 1);
       assertThrows(() => recvMsg(b, buf), ControlTruncatedError, "more than 0");
-      assertEquals(fdCount(), baseline);
+      assertEquals(openFdCount(), baseline);
     } finally {
       for (const fd of [a, b, ...fds]) close(fd);
     }
@@ -251,18 +213,18 @@ Deno.test("waits end on data, shutdown, AbortSignal and close()", async () => {
     const bare = readable(c.fd, { signal: ac.signal });
     const method = c.recvMsg(buf, 0, { signal: ac.signal });
     ac.abort(new Error("stop waiting"));
-    await assertRejects(bare, Error, "stop waiting");
-    await assertRejects(method, Error, "stop waiting");
-    await assertRejects(c.readable({ signal: ac.signal }), Error, "stop waiting");
+    await assertRejects(() => bare, Error, "stop waiting");
+    await assertRejects(() => method, Error, "stop waiting");
+    await assertRejects(() => c.readable({ signal: ac.signal }), Error, "stop waiting");
 
     // close() cancels pending waits with ECANCELED.
     const accepting = c.recvMsg(buf);
     const writingRoom = c.readable();
     c.close();
-    const e = await assertRejects(accepting, ErrnoError, "closed") as ErrnoError;
+    const e = await assertRejects(() => accepting, ErrnoError, "closed") as ErrnoError;
     assertEquals(e.errno, Errno.ECANCELED);
-    await assertRejects(writingRoom, ErrnoError, "closed");
-    await assertRejects(c.readable(), Error, "is closed");
+    await assertRejects(() => writingRoom, ErrnoError, "closed");
+    await assertRejects(() => c.readable(), Error, "is closed");
 
     for (const s of [a, b, d]) s.close();
   });
@@ -272,7 +234,7 @@ Deno.test("two processes: memfds pass both ways over a listening socket", async 
   const dir = Deno.makeTempDirSync({ prefix: "sluice-unix-" });
   const path = `${dir}/peer.sock`;
   const helper = new URL("./testdata/unix_peer.ts", import.meta.url).pathname;
-  const before = fdCount();
+  const before = openFdCount();
   const listener = UnixSocket.listen(path);
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-ffi", helper, path],
@@ -326,5 +288,5 @@ Deno.test("two processes: memfds pass both ways over a listening socket", async 
     Deno.removeSync(dir, { recursive: true });
     assert(out.success, `child exited ${out.code}: ${decoder.decode(out.stderr)}`);
   }
-  assertEquals(fdCount(), before, "open fds after the test:");
+  assertEquals(openFdCount(), before, "open fds after the test:");
 });

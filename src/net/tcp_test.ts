@@ -14,6 +14,7 @@ import {
   type TcpConnectionOptions,
   TcpListener,
 } from "./tcp.ts";
+import { openFdCount } from "../testing/fds.ts";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -26,18 +27,12 @@ async function until(what: string, cond: () => boolean, tries = 4000): Promise<v
   throw new Error(`timed out waiting for ${what}`);
 }
 
-function openFds(): number {
-  let n = 0;
-  for (const _ of Deno.readDirSync("/proc/self/fd")) n++;
-  return n;
-}
-
 /**
  * Runs `fn` with a running reactor; afterwards nothing may be in flight and
  * every fd opened meanwhile must be closed.
  */
 async function withReactor(fn: (reactor: Reactor) => Promise<void>): Promise<void> {
-  const fdsBefore = openFds();
+  const fdsBefore = openFdCount();
   const reactor = new Reactor();
   const running = reactor.run();
   try {
@@ -48,7 +43,7 @@ async function withReactor(fn: (reactor: Reactor) => Promise<void>): Promise<voi
     await running;
     reactor.close();
   }
-  assertEquals(openFds(), fdsBefore, "fds left open");
+  assertEquals(openFdCount(), fdsBefore, "fds left open");
 }
 
 interface EchoServer {
