@@ -212,18 +212,21 @@ Deno.test("waits end on data, shutdown, AbortSignal and close()", async () => {
     const [c, d] = UnixSocket.pair();
     const bare = readable(c.fd, { signal: ac.signal });
     const method = c.recvMsg(buf, 0, { signal: ac.signal });
+    // Both assertions are attached before the abort: each wait rejects at once.
+    const bareRejected = assertRejects(() => bare, Error, "stop waiting");
+    const methodRejected = assertRejects(() => method, Error, "stop waiting");
     ac.abort(new Error("stop waiting"));
-    await assertRejects(() => bare, Error, "stop waiting");
-    await assertRejects(() => method, Error, "stop waiting");
+    await bareRejected;
+    await methodRejected;
     await assertRejects(() => c.readable({ signal: ac.signal }), Error, "stop waiting");
 
     // close() cancels pending waits with ECANCELED.
-    const accepting = c.recvMsg(buf);
-    const writingRoom = c.readable();
+    const accepting = assertRejects(() => c.recvMsg(buf), ErrnoError, "closed");
+    const writingRoom = assertRejects(() => c.readable(), ErrnoError, "closed");
     c.close();
-    const e = await assertRejects(() => accepting, ErrnoError, "closed") as ErrnoError;
+    const e = await accepting;
     assertEquals(e.errno, Errno.ECANCELED);
-    await assertRejects(() => writingRoom, ErrnoError, "closed");
+    await writingRoom;
     await assertRejects(() => c.readable(), Error, "is closed");
 
     for (const s of [a, b, d]) s.close();

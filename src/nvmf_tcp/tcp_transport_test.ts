@@ -195,7 +195,10 @@ Deno.test("nvmf tcp: garbage on one connection gets it closed; a good host keeps
     new DataView(junk.buffer).setUint32(4, 1 << 30, true);
     bad.sendRaw(junk);
     const why = await closed;
-    assert(why.includes("C2HTermReq"), `expected the target to answer with a C2HTermReq, got: ${why}`);
+    assert(
+      why.includes("C2HTermReq"),
+      `expected the target to answer with a C2HTermReq, got: ${why}`,
+    );
     await writeRead(good, 500, 4096, 9);
     await good.close();
   } finally {
