@@ -49,6 +49,8 @@ export interface KernelExports {
   crc32c_strict: Fn3;
   /** Scalar slicing-by-8 kernel (reference). */
   crc32c_scalar: Fn3;
+  /** `(ctx, head)` -> segments or a negative code: wasm/kernels/src/virtq.rs, wasm/virtq.ts. */
+  virtq_walk: Fn2;
 }
 
 /** Where the module is read from. */
@@ -98,6 +100,7 @@ function load(): KernelExports {
     crc32c: fn<Fn3>("crc32c"),
     crc32c_strict: fn<Fn3>("crc32c_strict"),
     crc32c_scalar: fn<Fn3>("crc32c_scalar"),
+    virtq_walk: fn<Fn2>("virtq_walk"),
   };
 }
 
@@ -141,13 +144,47 @@ export function initWasmMemory(heapBytes: number): void {
   if (!Number.isSafeInteger(heapBytes) || heapBytes <= 0 || heapBytes >= MEMORY_BYTES_MAX) {
     throw new WasmMemoryError(`Heap size must be an integer in (0, 4 GiB), got ${heapBytes}.`);
   }
-  const rc = kernels.heap_init(heapBytes);
+  let window = pendingWindowBytes;
+  if (heapBytes + window + ALIGN_MAX >= MEMORY_BYTES_MAX - ALIGN_MAX) {
+    // The heap comes first: a window that does not fit beside it is dropped (guests are then
+    // mapped outside wasm memory and walked in TypeScript).
+    window = 0;
+  }
+  const total = heapBytes + (window > 0 ? window + ALIGN_MAX : 0);
+  const rc = kernels.heap_init(total);
   if (rc === -1) throw new WasmMemoryError("The wasm memory is already initialised.");
   if (rc !== 0) {
     throw new WasmMemoryError(
-      `The engine refused to grow the wasm memory to hold ${heapBytes} bytes.`,
+      `The engine refused to grow the wasm memory to hold ${total} bytes.`,
     );
   }
+  if (window > 0) {
+    const start = kernels.heap_alloc(window, ALIGN_MAX) >>> 0;
+    if (start !== 0) windowRegion = { start, size: window };
+  }
+}
+
+let pendingWindowBytes = 0;
+let windowRegion: { start: number; size: number } | null = null;
+
+/**
+ * Asks {@linkcode initWasmMemory} to reserve a guest window of `bytes`
+ * beside the heap (wasm/guest_window.ts). Call before the memory is
+ * initialised; later calls throw. 0 (the default) reserves none.
+ */
+export function configureGuestWindow(bytes: number): void {
+  if (kernels.heap_capacity() !== 0) {
+    throw new WasmMemoryError("The guest window must be configured before initWasmMemory().");
+  }
+  if (!Number.isSafeInteger(bytes) || bytes < 0 || bytes % ALIGN_MAX !== 0) {
+    throw new WasmMemoryError(`The guest window must be a multiple of 64 KiB, got ${bytes}.`);
+  }
+  pendingWindowBytes = bytes;
+}
+
+/** Where the guest window is in wasm memory, or null when none was reserved. */
+export function guestWindowRegion(): { start: number; size: number } | null {
+  return windowRegion;
 }
 
 /**

@@ -7,13 +7,15 @@
 //! that are offsets into this memory; an out-of-range access traps (the TS
 //! loader checks ranges before calling, so a trap means a loader bug).
 //!
-//! Each kernel family lives in its own module file: `crc32c` today, AES-XTS
-//! and ring/PDU parsing later.
+//! Each kernel family lives in its own module file: `crc32c`, `virtq`
+//! (descriptor-chain walking, measured against the TypeScript walker), and
+//! AES-XTS later.
 
 #![no_std]
 
 pub mod crc32c;
 pub mod heap;
+pub mod virtq;
 
 /// There is no unwinding in wasm32 with `panic = "abort"`; a panic is a
 /// programmer error in a kernel, so trap at once (the JS side sees a
