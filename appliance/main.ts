@@ -18,6 +18,10 @@ import {
 import { rpcCall, RpcClientError, RpcServer } from "../src/rpc/server.ts";
 import { VERSION } from "../src/version.ts";
 import { perf, PERF_USAGE } from "./perf.ts";
+import { configureGuestWindow } from "../wasm/kernels.ts";
+
+/** The wasm guest window of `serve` (wasm/guest_window.ts), in MiB. */
+const DEFAULT_GUEST_WINDOW_MIB = 2048;
 
 const DEFAULT_STATE_DIR = "./var";
 const DEFAULT_VOLUME_BYTES = 1024 ** 3;
@@ -51,6 +55,11 @@ Options:
                       the vhost-user-blk socket <state-dir>/vhost-default.sock.
   --nvmf-listen A:P   Where the default config listens for NVMe/TCP (default 127.0.0.1:4420;
                       loopback unless you say otherwise). Only used when creating the default.
+  --guest-window-mib N
+                      Address space (MiB, default ${DEFAULT_GUEST_WINDOW_MIB}) reserved in the WebAssembly
+                      memory for VM memory shared over vhost-user, so rings are parsed in WASM
+                      in place. Virtual only: it costs no RAM. VMs that do not fit are served
+                      all the same, with rings parsed in TypeScript. 0 turns it off.
   -h, --help          Show this help`;
 
 const RPC_USAGE = `Usage: sluice rpc <method> [--param value ...] [options]
@@ -146,7 +155,12 @@ async function serve(p: ParsedArgs): Promise<number> {
   const socketPath = resolve(optString(p, "rpc-socket") ?? `${stateDir}/sluice.sock`);
   const configPath = resolve(optString(p, "config") ?? `${stateDir}/config.json`);
   const listen = parseListen(optString(p, "nvmf-listen") ?? DEFAULT_NVMF_LISTEN);
+  const windowMiB = Number(optString(p, "guest-window-mib") ?? DEFAULT_GUEST_WINDOW_MIB);
+  if (!Number.isInteger(windowMiB) || windowMiB < 0 || windowMiB > 3072) {
+    throw new UsageError("--guest-window-mib must be an integer from 0 to 3072");
+  }
   rejectUnknown(p, "serve");
+  configureGuestWindow(windowMiB * 1024 * 1024);
   if (p.positional.length > 0) throw new UsageError(`unexpected argument '${p.positional[0]}'`);
 
   await Deno.mkdir(stateDir, { recursive: true });

@@ -164,6 +164,18 @@ export function initWasmMemory(heapBytes: number): void {
   }
 }
 
+/** The heap {@linkcode ensureWasmMemory} reserves: virtual until used, room for the pools. */
+const DEFAULT_HEAP_BYTES = 128 * 1024 * 1024;
+
+/**
+ * Initialises the wasm memory with the default heap (and the configured
+ * guest window) unless something already did. For users that need the
+ * memory to exist but do not size it themselves (the vhost backend).
+ */
+export function ensureWasmMemory(): void {
+  if (kernels.heap_capacity() === 0) initWasmMemory(DEFAULT_HEAP_BYTES);
+}
+
 let pendingWindowBytes = 0;
 let windowRegion: { start: number; size: number } | null = null;
 

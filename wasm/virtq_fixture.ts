@@ -12,7 +12,7 @@ import { SplitVirtqueue } from "../src/virtio/virtqueue.ts";
 import { type BlkLimits, BlkRequest, VIRTIO_BLK_S_OK } from "../src/virtio/blk.ts";
 import { VirtqueueError } from "../src/virtio/error.ts";
 import { initWasmMemory, wasmAlloc, wasmMemoryStats } from "./kernels.ts";
-import { WasmVirtqWalker } from "./virtq.ts";
+import { acquireVirtqWalker, type WasmVirtqWalker } from "./virtq.ts";
 
 /** Capacity of the pretend device: 1 GiB. */
 export const CAPACITY_SECTORS = 2 * 1024 * 1024;
@@ -65,7 +65,7 @@ export function virtqPair(size: number, memoryBytes = 1 << 20): VirtqPair {
     maxWriteZeroesSectors: 0,
     maxWriteZeroesSeg: 1,
   };
-  const wasm = new WasmVirtqWalker({
+  const wasm = acquireVirtqWalker({
     size,
     descAddr: driver.descAddr,
     indirectDesc: true,

@@ -24,6 +24,10 @@ import { Reactor } from "../reactor/reactor.ts";
 import { GuestMemory } from "../virtio/guest_memory.ts";
 import { SplitVirtqueue } from "../virtio/virtqueue.ts";
 import { VirtqueueError } from "../virtio/error.ts";
+import { parseBlkWithWasm } from "../virtio/wasm_walk.ts";
+import { guestWindow, type WindowMapping } from "../../wasm/guest_window.ts";
+import { ensureWasmMemory } from "../../wasm/kernels.ts";
+import { acquireVirtqWalker, releaseVirtqWalker, type WasmVirtqWalker } from "../../wasm/virtq.ts";
 import {
   BLK_NO_STATUS,
   type BlkLimits,
@@ -86,6 +90,8 @@ class BlkQueue {
   callFd: number;
   stopped = false;
   readonly kickBuf = new Uint8Array(8);
+  /** The WASM walker when guest memory is in the wasm guest window, else null. */
+  walker: WasmVirtqWalker | null = null;
 
   constructor(q: SplitVirtqueue, num: number, callFd: number | null) {
     this.q = q;
@@ -110,6 +116,13 @@ export class VhostBlkBackend implements VhostUserBackend {
   #negotiated = 0n;
   #memory: GuestMemory | null = null;
   #mappings: Mapping[] = [];
+  /** Regions laid into the wasm guest window (released like #mappings). */
+  #windowed: WindowMapping[] = [];
+  /** The regions as given to GuestMemory, when all lie in the window (for the WASM walker). */
+  #wasmRegions: { gpa: number; bytes: Uint8Array; index: number }[] | null = null;
+  /** Requests parsed by the WASM walker and by the TypeScript one (logged at close). */
+  #parsedWasm = 0;
+  #parsedTs = 0;
   #queues: (BlkQueue | null)[] = [];
   readonly #limits: BlkLimits;
   readonly #cqeHandler: number;
@@ -166,17 +179,25 @@ export class VhostBlkBackend implements VhostUserBackend {
         const fd = fds[i] as number;
         const size = Number(r.memorySize);
         const off = Number(r.mmapOffset);
-        // Map from offset 0 so an mmap_offset that is not page-aligned still works.
-        const m = mapShared(fd, off + size, 0);
-        this.#mappings.push(m);
-        init.push({
-          gpa: Number(r.guestPhysAddr),
-          size,
-          uva: Number(r.userspaceAddr),
-          bytes: m.bytes(off, size),
-        });
+        // Into the wasm guest window when it has room (the WASM walker reads rings in place),
+        // else anywhere; from offset 0 so an mmap_offset that is not page-aligned still works.
+        ensureWasmMemory();
+        const w = guestWindow()?.map(fd, off, size) ?? null;
+        let bytes: Uint8Array;
+        if (w !== null) {
+          this.#windowed.push(w);
+          bytes = w.bytes;
+        } else {
+          const m = mapShared(fd, off + size, 0);
+          this.#mappings.push(m);
+          bytes = m.bytes(off, size);
+        }
+        init.push({ gpa: Number(r.guestPhysAddr), size, uva: Number(r.userspaceAddr), bytes });
       }
       this.#memory = new GuestMemory(init);
+      this.#wasmRegions = this.#windowed.length === init.length && init.length <= 8
+        ? init.map((r, index) => ({ gpa: r.gpa, bytes: r.bytes, index }))
+        : null;
     } finally {
       for (const fd of fds) sym.close(fd);
     }
@@ -205,9 +226,10 @@ export class VhostBlkBackend implements VhostUserBackend {
     };
     const n = vring.num;
     const eventIdx = (this.#negotiated & (1n << BigInt(VIRTIO_F_EVENT_IDX))) !== 0n;
+    const descAddr = gpa(vring.addr.descUserAddr, 16 * n, "descriptor table");
     const q = SplitVirtqueue.create({
       size: n,
-      descAddr: gpa(vring.addr.descUserAddr, 16 * n, "descriptor table"),
+      descAddr,
       availAddr: gpa(vring.addr.availUserAddr, 6 + 2 * n, "available ring"),
       usedAddr: gpa(vring.addr.usedUserAddr, 6 + 8 * n, "used ring"),
       memory,
@@ -216,6 +238,15 @@ export class VhostBlkBackend implements VhostUserBackend {
       lastAvailIdx: vring.base,
     });
     const bq = new BlkQueue(q, n, vring.callFd);
+    if (this.#wasmRegions !== null) {
+      bq.walker = acquireVirtqWalker({
+        size: n,
+        descAddr,
+        indirectDesc: q.indirectDesc,
+        capacitySectors: this.#capacitySectors,
+        regions: this.#wasmRegions,
+      });
+    }
     if (TRACE) {
       this.#o.log(
         `vhost-blk trace: start queue ${index} size ${n} kick ${vring.kickFd} call ${vring.callFd}`,
@@ -266,6 +297,8 @@ export class VhostBlkBackend implements VhostUserBackend {
     if (bq === null || bq === undefined) return 0;
     bq.stopped = true;
     this.#queues[index] = null;
+    if (bq.walker !== null) releaseVirtqWalker(bq.walker);
+    bq.walker = null;
     const r = this.#o.reactor;
     if (this.#kickFds[index] !== undefined) {
       // Cancel the kick poll; its CQEs (and the cancel's own) find no queue and are ignored.
@@ -356,23 +389,29 @@ export class VhostBlkBackend implements VhostUserBackend {
       const slot = bq.free.pop() as number;
       bq.heads[slot] = head;
       const req = bq.reqs[slot] as BlkRequest;
-      try {
-        bq.q.walkChain(head);
-      } catch (e) {
-        if (!(e instanceof VirtqueueError)) throw e;
-        // A bad chain fails this request only; we cannot know its status byte.
-        this.#o.log(
-          `vhost-blk: queue ${index}: bad descriptor chain at head ${head}: ${e.message}`,
-        );
-        bq.free.push(slot);
-        bq.q.pushUsed(head, 0);
-        this.#notify(bq);
-        continue;
-      }
-      const st = req.parse(bq.q, this.#limits);
-      if (st !== VIRTIO_BLK_S_OK) {
-        this.#finish(bq, slot, st === BLK_NO_STATUS ? VIRTIO_BLK_S_IOERR : st);
-        continue;
+      if (bq.walker !== null && parseBlkWithWasm(bq.walker, head, req)) {
+        this.#parsedWasm++;
+      } else {
+        // Everything the WASM walker does not take (see wasm_walk.ts), with the reasons.
+        this.#parsedTs++;
+        try {
+          bq.q.walkChain(head);
+        } catch (e) {
+          if (!(e instanceof VirtqueueError)) throw e;
+          // A bad chain fails this request only; we cannot know its status byte.
+          this.#o.log(
+            `vhost-blk: queue ${index}: bad descriptor chain at head ${head}: ${e.message}`,
+          );
+          bq.free.push(slot);
+          bq.q.pushUsed(head, 0);
+          this.#notify(bq);
+          continue;
+        }
+        const st = req.parse(bq.q, this.#limits);
+        if (st !== VIRTIO_BLK_S_OK) {
+          this.#finish(bq, slot, st === BLK_NO_STATUS ? VIRTIO_BLK_S_IOERR : st);
+          continue;
+        }
       }
       this.#submit(index, bq, slot, req, memory);
     }
@@ -480,6 +519,9 @@ export class VhostBlkBackend implements VhostUserBackend {
   #unmapAll(): void {
     for (const m of this.#mappings) m.unmap();
     this.#mappings = [];
+    for (const w of this.#windowed) w.release();
+    this.#windowed = [];
+    this.#wasmRegions = null;
     this.#memory = null;
   }
 
@@ -490,6 +532,12 @@ export class VhostBlkBackend implements VhostUserBackend {
   close(): void {
     if (this.#closing) return;
     this.#closing = true;
+    if (this.#parsedWasm + this.#parsedTs > 0) {
+      this.#o.log(
+        `vhost-blk ${this.#desc.bdev.name}: ${this.#parsedWasm + this.#parsedTs} requests, ` +
+          `${this.#parsedWasm} parsed by the WASM walker`,
+      );
+    }
     for (let i = 0; i < this.#queues.length; i++) this.stopQueue(i);
     this.#o.reactor.removePoller(this.#poller);
     if (this.#ioInFlight === 0) this.#release();

@@ -49,7 +49,8 @@ pub struct Segment {
     pub ptr: u32,
     pub len: u32,
     pub writable: u32,
-    pub _pad: u32,
+    /// Index of the region (in `WalkCtx::regions`) the segment lies in.
+    pub region: u32,
 }
 
 /// The walker's state and outputs, laid out by the TS side (wasm/virtq.ts).
@@ -81,14 +82,14 @@ pub struct WalkCtx {
 }
 
 #[inline(always)]
-fn translate(ctx: &WalkCtx, gpa: u64, len: u32) -> Option<u32> {
+fn translate(ctx: &WalkCtx, gpa: u64, len: u32) -> Option<(u32, u32)> {
     let mut i = 0;
     while i < ctx.region_count as usize && i < MAX_REGIONS {
         let r = &ctx.regions[i];
         if gpa >= r.gpa {
             let off = gpa - r.gpa;
             if off <= r.len && (len as u64) <= r.len - off {
-                return Some(r.ptr + off as u32);
+                return Some((r.ptr + off as u32, i as u32));
             }
         }
         i += 1;
@@ -166,7 +167,7 @@ pub unsafe extern "C" fn virtq_walk(ctx: *mut WalkCtx, head: u32) -> i32 {
                 return WALK_INDIRECT;
             }
             table = match translate(c, addr, len) {
-                Some(p) => p,
+                Some((p, _)) => p,
                 None => return WALK_INDIRECT,
             };
             table_len = (len as u64 / DESC_BYTES) as u32;
@@ -178,8 +179,8 @@ pub unsafe extern "C" fn virtq_walk(ctx: *mut WalkCtx, head: u32) -> i32 {
         if count >= size {
             return WALK_TOO_LONG;
         }
-        let ptr = match translate(c, addr, len) {
-            Some(p) => p,
+        let (ptr, region) = match translate(c, addr, len) {
+            Some(found) => found,
             None => return WALK_ADDRESS,
         };
         let is_writable = flags & F_WRITE != 0;
@@ -196,7 +197,7 @@ pub unsafe extern "C" fn virtq_walk(ctx: *mut WalkCtx, head: u32) -> i32 {
             return WALK_ADDRESS;
         }
         let s = (c.segs_ptr + count * core::mem::size_of::<Segment>() as u32) as *mut Segment;
-        s.write(Segment { gpa: addr, ptr, len, writable: is_writable as u32, _pad: 0 });
+        s.write(Segment { gpa: addr, ptr, len, writable: is_writable as u32, region });
         count += 1;
         if flags & F_NEXT == 0 {
             break;
