@@ -88,3 +88,81 @@ Deno.test("guest memory: bad tables are refused", () => {
   assert(most.translate(100 * 16 + 3, 13, at));
   assertEquals([at.region, at.offset], [99, 3]);
 });
+
+Deno.test("guest memory: hot-plug keeps slot indexes stable", () => {
+  const m = new GuestMemory([], 4);
+  const at = new GuestAddress();
+  const a = new Uint8Array(0x1000), b = new Uint8Array(0x1000), c = new Uint8Array(0x1000);
+  assertEquals(m.add({ gpa: 0x10_0000, size: 0x1000, uva: 0x5000_0000, bytes: a }), 0);
+  assertEquals(m.add({ gpa: 0, size: 0x1000, uva: 0x4000_0000, bytes: b }), 1);
+  assertEquals(m.regionCount, 2);
+  assertEquals(m.activeSlots(), [1, 0]);
+  assert(m.translate(0x10_0010, 4, at));
+  assertEquals([at.region, at.offset], [0, 0x10]);
+
+  // Removed: no longer translatable, but its slot still reaches the mapping.
+  assertEquals(m.remove(0x10_0000, 0x1000, 0x5000_0000), 0);
+  assert(!m.translate(0x10_0010, 4, at));
+  assertEquals(m.uvaToGpa(0x5000_0010, 4), -1);
+  assert(m.isRetired(0));
+  assert(m.bytes(0) === a);
+  assertEquals(m.regionCount, 1);
+
+  // A new region never takes a retired slot, even at the same addresses.
+  assertEquals(m.add({ gpa: 0x10_0000, size: 0x1000, uva: 0x5000_0000, bytes: c }), 2);
+  assert(m.translate(0x10_0010, 4, at));
+  assertEquals(at.region, 2);
+  assert(m.bytes(0) === a, "the retired region is still reachable by index");
+
+  m.release(0);
+  assertThrows(() => m.bytes(0), RangeError);
+  assertThrows(() => m.release(0), RangeError);
+  assertThrows(() => m.release(2), RangeError, "not a removed region");
+  assertEquals(m.add({ gpa: 0x20_0000, size: 0x1000, uva: 0x6000_0000, bytes: a }), 0);
+  assertEquals(m.activeSlots(), [1, 2, 0]);
+  assert(m.translate(0x20_0ff0, 0x10, at));
+  assertEquals([at.region, at.offset], [0, 0xff0]);
+  assertEquals(m.remove(0x20_0000, 0x1000, 0x6000_0001), -1, "must match exactly");
+});
+
+Deno.test("guest memory: hot-added regions are validated", () => {
+  const m = new GuestMemory([
+    { gpa: 0x10_0000, size: 0x1000, uva: 0x5000_0000, bytes: new Uint8Array(0x1000) },
+  ], 2);
+  const bad = [
+    { gpa: 0x10_0800, size: 0x1000, uva: 0x9000_0000 }, // overlaps in guest addresses
+    { gpa: 0x0f_f800, size: 0x1000, uva: 0x9000_0000 }, // overlaps from below
+    { gpa: 0, size: 0x1000, uva: 0x5000_0800 }, // overlaps in front-end addresses
+    { gpa: 0, size: 0, uva: 0x9000_0000 },
+    { gpa: -4096, size: 0x1000, uva: 0x9000_0000 },
+    { gpa: 2 ** 53 - 0x800, size: 0x1000, uva: 0x9000_0000 },
+    { gpa: 0, size: 0x1000, uva: 2 ** 64 },
+  ];
+  for (const r of bad) {
+    const e = assertThrows(
+      () => m.add({ ...r, bytes: new Uint8Array(Math.max(r.size, 0)) }),
+      VirtqueueError,
+    );
+    assertEquals(e.kind, "memory-region", JSON.stringify(r));
+  }
+  const short = assertThrows(
+    () => m.add({ gpa: 0, size: 0x1000, uva: 0x9000_0000, bytes: new Uint8Array(0x800) }),
+    VirtqueueError,
+  );
+  assert(short.message.includes("mapping"), short.message);
+  assertEquals(m.regionCount, 1, "failed adds change nothing");
+
+  // Slots are bounded; a retired region still holds its slot.
+  m.add({ gpa: 0, size: 0x1000, uva: 0x9000_0000, bytes: new Uint8Array(0x1000) });
+  assertEquals(m.remove(0, 0x1000, 0x9000_0000), 1);
+  const full = assertThrows(
+    () => m.add({ gpa: 0x40_0000, size: 0x1000, uva: 0xa000_0000, bytes: new Uint8Array(0x1000) }),
+    VirtqueueError,
+  );
+  assert(full.message.includes("slots"), full.message);
+  m.release(1);
+  assertEquals(
+    m.add({ gpa: 0x40_0000, size: 0x1000, uva: 0xa000_0000, bytes: new Uint8Array(0x1000) }),
+    1,
+  );
+});
