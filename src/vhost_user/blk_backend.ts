@@ -5,9 +5,20 @@
  * socket.
  *
  * First version: split rings, indirect descriptors, EVENT_IDX, IN / OUT /
- * FLUSH / GET_ID / DISCARD / WRITE_ZEROES. Kicks are taken from the kick
- * eventfd through the reactor's io_uring (so a parked reactor wakes), and
- * the rings are polled while requests are in flight.
+ * FLUSH / GET_ID / DISCARD / WRITE_ZEROES (several ranges per request).
+ * Kicks are taken from the kick eventfd through the reactor's io_uring (so a
+ * parked reactor wakes), and the rings are polled while requests are in
+ * flight.
+ *
+ * Memory hot-plug (CONFIGURE_MEM_SLOTS: ADD_MEM_REG / REM_MEM_REG, and
+ * SET_MEM_TABLE while running). A removed region leaves translation at once,
+ * so no new request reaches it; its mapping stays until every bdev I/O that
+ * was in flight when it was removed has completed (those may still read or
+ * write it, or write a status byte into it). That is tracked with epochs: each
+ * I/O counts in the epoch it was submitted in, a removal closes the epoch, and
+ * a removed region is unmapped once no I/O of its epoch or an older one is
+ * left. A started queue whose rings lie in a removed region is stopped (logged):
+ * it cannot be served any more.
  * @module
  */
 import {
@@ -18,10 +29,10 @@ import {
   type BdevRegistry,
   pollerName,
 } from "../bdev/mod.ts";
-import { type Mapping, mapShared } from "../../ffi/memory.ts";
+import { type Mapping, mapShared, PAGE_SIZE } from "../../ffi/memory.ts";
 import { sym } from "../../ffi/libc.ts";
 import { Reactor } from "../reactor/reactor.ts";
-import { GuestMemory } from "../virtio/guest_memory.ts";
+import { GuestAddress, GuestMemory } from "../virtio/guest_memory.ts";
 import { SplitVirtqueue } from "../virtio/virtqueue.ts";
 import { VirtqueueError } from "../virtio/error.ts";
 import {
@@ -57,12 +68,26 @@ import { featureBit, VhostUserProtocolFeature as P } from "./messages.ts";
 import type { VhostUserBackend, VringConfig } from "./session.ts";
 
 const POLLIN = 0x001;
+/** #pop results besides a head or -1. */
+const POP_SKIPPED = -2;
+const POP_STOPPED = -3;
 /** SLUICE_VHOST_TRACE=1 logs kicks and completions: for debugging a front-end. */
 const TRACE = Deno.env.get("SLUICE_VHOST_TRACE") === "1";
 /** Most segments per request offered (seg_max); below the queue size as QEMU does. */
 const SEG_MAX = 126;
 const MAX_QUEUE_SIZE = 1024;
+/** max_discard_seg and max_write_zeroes_seg: ranges per DISCARD / WRITE_ZEROES request. */
 const RANGES_MAX = 16;
+/** Requests per queue whose ranges all go to the bdev at once; others issue theirs in turn. */
+const RANGE_PARALLEL_REQS = 8;
+/** Memory slots offered with CONFIGURE_MEM_SLOTS (libvhost-user offers 32). */
+const MEM_SLOTS = 32;
+/** Slots of the guest memory: removed regions keep theirs until their last I/O is done. */
+const MEM_SLOT_CAPACITY = 2 * MEM_SLOTS;
+/** I/O epochs tracked at once (see the module note). */
+const EPOCHS = 64;
+/** `io.ctx` is `epochSlot * CTX_EPOCH + (queue << 16 | request slot)`. */
+const CTX_EPOCH = 0x100_0000;
 
 /** Options of a vhost-user-blk device. */
 export interface VhostBlkOptions {
@@ -82,14 +107,26 @@ class BlkQueue {
   readonly heads: Int32Array;
   readonly iovs: Uint8Array[][] = [];
   readonly free: number[] = [];
+  /** Per request slot, DISCARD / WRITE_ZEROES: next range to issue, I/Os out, worst status. */
+  readonly rangeNext: Int32Array;
+  readonly rangePending: Int32Array;
+  readonly rangeStatus: Uint8Array;
+  /** Extra BdevIos so one request's ranges can be on the bdev together. */
+  readonly rangePool: BdevIo[] = [];
+  /** Guest memory slots holding the descriptor table, available and used rings. */
+  readonly ringRegions: number[];
   inFlight = 0;
   callFd: number;
   stopped = false;
   readonly kickBuf = new Uint8Array(8);
 
-  constructor(q: SplitVirtqueue, num: number, callFd: number | null) {
+  constructor(q: SplitVirtqueue, num: number, callFd: number | null, ringRegions: number[]) {
     this.q = q;
     this.heads = new Int32Array(num);
+    this.rangeNext = new Int32Array(num);
+    this.rangePending = new Int32Array(num);
+    this.rangeStatus = new Uint8Array(num);
+    this.ringRegions = ringRegions;
     this.callFd = callFd ?? -1;
     for (let i = num - 1; i >= 0; i--) this.free.push(i);
   }
@@ -99,17 +136,25 @@ class BlkQueue {
 export class VhostBlkBackend implements VhostUserBackend {
   readonly features: bigint;
   readonly protocolFeatures: bigint = featureBit(P.MQ) | featureBit(P.REPLY_ACK) |
-    featureBit(P.CONFIG);
+    featureBit(P.CONFIG) | featureBit(P.CONFIGURE_MEM_SLOTS);
   readonly numQueues: number;
   readonly maxQueueSize = MAX_QUEUE_SIZE;
+  readonly maxMemSlots = MEM_SLOTS;
   readonly #o: VhostBlkOptions;
   readonly #desc: BdevDesc;
   readonly #ch: BdevChannel;
   readonly #blockSize: number;
   readonly #capacitySectors: number;
   #negotiated = 0n;
-  #memory: GuestMemory | null = null;
-  #mappings: Mapping[] = [];
+  #memory = new GuestMemory([], MEM_SLOT_CAPACITY);
+  /** Our mapping of each memory slot, and the front-end's mmap offset of it. */
+  #mappings: (Mapping | null)[] = new Array<Mapping | null>(MEM_SLOT_CAPACITY).fill(null);
+  readonly #mmapOffsets = new Float64Array(MEM_SLOT_CAPACITY);
+  /** The epoch new I/Os count in, and the I/Os in flight per epoch (at epoch % EPOCHS). */
+  #epoch = 0;
+  readonly #epochIo = new Int32Array(EPOCHS);
+  /** Removed regions still mapped: slot and the last epoch whose I/Os may use them. */
+  readonly #retired: { slot: number; epoch: number }[] = [];
   #queues: (BlkQueue | null)[] = [];
   readonly #limits: BlkLimits;
   readonly #cqeHandler: number;
@@ -158,42 +203,161 @@ export class VhostBlkBackend implements VhostUserBackend {
     this.#negotiated = features;
   }
 
+  /**
+   * Replaces the memory table. Regions identical to mapped ones (addresses,
+   * size, mmap offset) are kept as they are, so queues running in them go on
+   * (QEMU resends the whole table when one region changes); the others are
+   * removed as by REM_MEM_REG and the new ones mapped. If the table is
+   * refused, no region is left (as the session then believes).
+   */
   setMemTable(regions: readonly MemoryRegion[], fds: number[]): void {
-    this.#unmapAll();
-    const init = [];
+    const memory = this.#memory;
+    const kept = new Set<number>();
+    const added: number[] = [];
     try {
+      const fresh: number[] = [];
       for (const [i, r] of regions.entries()) {
-        const fd = fds[i] as number;
-        const size = Number(r.memorySize);
-        const off = Number(r.mmapOffset);
-        // Map from offset 0 so an mmap_offset that is not page-aligned still works.
-        const m = mapShared(fd, off + size, 0);
-        this.#mappings.push(m);
-        init.push({
-          gpa: Number(r.guestPhysAddr),
-          size,
-          uva: Number(r.userspaceAddr),
-          bytes: m.bytes(off, size),
-        });
+        const n = regionNumbers(r, `SET_MEM_TABLE region ${i}`);
+        const same = memory.activeSlots().find((slot) =>
+          memory.regionGpa(slot) === n.gpa && memory.regionSize(slot) === n.size &&
+          memory.regionUva(slot) === n.uva && this.#mmapOffsets[slot] === n.offset
+        );
+        if (same === undefined || kept.has(same)) fresh.push(i);
+        else kept.add(same);
       }
-      this.#memory = new GuestMemory(init);
+      const gone = memory.activeSlots().filter((slot) => !kept.has(slot));
+      this.#removeSlots(gone, "SET_MEM_TABLE");
+      for (const i of fresh) {
+        const fd = fds[i];
+        if (fd === undefined) throw new Error(`SET_MEM_TABLE region ${i} came without an fd`);
+        added.push(this.#mapRegion(regions[i] as MemoryRegion, fd, `SET_MEM_TABLE region ${i}`));
+      }
+    } catch (e) {
+      this.#removeSlots(memory.activeSlots(), "a refused SET_MEM_TABLE");
+      throw e;
     } finally {
       for (const fd of fds) sym.close(fd);
     }
   }
 
-  addMemRegion(_region: MemoryRegion, fd: number): void {
-    sym.close(fd);
-    throw new Error("memory hot-plug (ADD_MEM_REG) is not offered by this backend");
+  addMemRegion(region: MemoryRegion, fd: number): void {
+    try {
+      this.#mapRegion(region, fd, "ADD_MEM_REG");
+    } finally {
+      sym.close(fd);
+    }
   }
 
-  removeMemRegion(_region: MemoryRegion): void {
-    throw new Error("memory hot-plug (REM_MEM_REG) is not offered by this backend");
+  removeMemRegion(region: MemoryRegion): void {
+    const n = regionNumbers(region, "REM_MEM_REG");
+    const slot = this.#memory.remove(n.gpa, n.size, n.uva);
+    if (slot < 0) {
+      throw new Error(
+        `REM_MEM_REG: no region at guest address 0x${n.gpa.toString(16)} of ${n.size} bytes`,
+      );
+    }
+    this.#retire([slot], "REM_MEM_REG");
+  }
+
+  /** Maps one region from the front-end's fd (the caller closes it) and adds it; its slot. */
+  #mapRegion(region: MemoryRegion, fd: number, what: string): number {
+    const n = regionNumbers(region, what);
+    // mmap wants a page-aligned offset: map from the page holding mmap_offset.
+    const base = n.offset - (n.offset % PAGE_SIZE);
+    let m: Mapping;
+    try {
+      m = mapShared(fd, n.offset - base + n.size, base);
+    } catch (e) {
+      throw new Error(
+        `${what}: cannot map ${n.size} bytes at offset ${n.offset} of the region's fd ` +
+          `(guest address 0x${n.gpa.toString(16)}): ${e instanceof Error ? e.message : e}`,
+      );
+    }
+    try {
+      const slot = this.#memory.add({
+        gpa: n.gpa,
+        size: n.size,
+        uva: n.uva,
+        bytes: m.bytes(n.offset - base, n.size),
+      });
+      this.#mappings[slot] = m;
+      this.#mmapOffsets[slot] = n.offset;
+      return slot;
+    } catch (e) {
+      m.unmap();
+      throw new Error(`${what}: ${e instanceof Error ? e.message : e}`);
+    }
+  }
+
+  /** Takes active slots out of guest memory and retires them. */
+  #removeSlots(slots: readonly number[], why: string): void {
+    const memory = this.#memory;
+    const removed: number[] = [];
+    for (const slot of slots) {
+      const r = memory.remove(
+        memory.regionGpa(slot),
+        memory.regionSize(slot),
+        memory.regionUva(slot),
+      );
+      if (r >= 0) removed.push(r);
+    }
+    this.#retire(removed, why);
+  }
+
+  /**
+   * Removed regions: stops the queues whose rings lie in them, closes the
+   * current I/O epoch and unmaps each region once the I/Os that may use it
+   * are done.
+   */
+  #retire(slots: readonly number[], why: string): void {
+    if (slots.length === 0) return;
+    for (let i = 0; i < this.#queues.length; i++) {
+      const bq = this.#queues[i];
+      if (bq === null || bq === undefined || bq.stopped) continue;
+      const ring = bq.ringRegions.findIndex((r) => slots.includes(r));
+      if (ring >= 0) {
+        const name = ["descriptor table", "available ring", "used ring"][ring];
+        this.#halt(i, `its ${name} lies in guest memory removed by ${why}`);
+      }
+    }
+    for (const slot of slots) this.#retired.push({ slot, epoch: this.#epoch });
+    // I/Os from now on cannot reach the removed regions: they count in a new epoch,
+    // once its counter is free (else they share this one, which only delays the unmap).
+    const next = this.#epoch + 1;
+    if (this.#epochIo[next % EPOCHS] === 0) this.#epoch = next;
+    this.#reap();
+  }
+
+  /** Unmaps the removed regions no I/O in flight can use any more. */
+  #reap(): void {
+    // The oldest epoch with an I/O in flight (epochs before #epoch - EPOCHS + 1 have none).
+    let oldest = this.#epoch + 1;
+    for (let e = Math.max(0, this.#epoch - EPOCHS + 1); e <= this.#epoch; e++) {
+      if ((this.#epochIo[e % EPOCHS] ?? 0) > 0) {
+        oldest = e;
+        break;
+      }
+    }
+    const retired = this.#retired;
+    let keep = 0;
+    for (let i = 0; i < retired.length; i++) {
+      const r = retired[i] as { slot: number; epoch: number };
+      if (r.epoch < oldest) {
+        this.#memory.release(r.slot);
+        this.#mappings[r.slot]?.unmap();
+        this.#mappings[r.slot] = null;
+      } else {
+        retired[keep++] = r;
+      }
+    }
+    retired.length = keep;
   }
 
   startQueue(index: number, vring: Readonly<VringConfig>): void {
     const memory = this.#memory;
-    if (memory === null) throw new Error(`queue ${index} started before SET_MEM_TABLE`);
+    if (memory.regionCount === 0) {
+      throw new Error(`queue ${index} started before any guest memory was given`);
+    }
     const gpa = (uva: bigint, len: number, what: string) => {
       const g = memory.uvaToGpa(Number(uva), len);
       if (g < 0) {
@@ -205,17 +369,28 @@ export class VhostBlkBackend implements VhostUserBackend {
     };
     const n = vring.num;
     const eventIdx = (this.#negotiated & (1n << BigInt(VIRTIO_F_EVENT_IDX))) !== 0n;
+    const rings = [
+      gpa(vring.addr.descUserAddr, 16 * n, "descriptor table"),
+      gpa(vring.addr.availUserAddr, 6 + 2 * n, "available ring"),
+      gpa(vring.addr.usedUserAddr, 6 + 8 * n, "used ring"),
+    ];
     const q = SplitVirtqueue.create({
       size: n,
-      descAddr: gpa(vring.addr.descUserAddr, 16 * n, "descriptor table"),
-      availAddr: gpa(vring.addr.availUserAddr, 6 + 2 * n, "available ring"),
-      usedAddr: gpa(vring.addr.usedUserAddr, 6 + 8 * n, "used ring"),
+      descAddr: rings[0] as number,
+      availAddr: rings[1] as number,
+      usedAddr: rings[2] as number,
       memory,
       eventIdx,
       indirectDesc: (this.#negotiated & (1n << BigInt(VIRTIO_F_INDIRECT_DESC))) !== 0n,
       lastAvailIdx: vring.base,
     });
-    const bq = new BlkQueue(q, n, vring.callFd);
+    // Where the rings live: a queue stops if one of these regions is removed.
+    const at = new GuestAddress();
+    const ringRegions = rings.map((addr) => {
+      memory.translate(addr, 1, at);
+      return at.region;
+    });
+    const bq = new BlkQueue(q, n, vring.callFd, ringRegions);
     if (TRACE) {
       this.#o.log(
         `vhost-blk trace: start queue ${index} size ${n} kick ${vring.kickFd} call ${vring.callFd}`,
@@ -227,6 +402,9 @@ export class VhostBlkBackend implements VhostUserBackend {
       const io = new BdevIo(this.#onIoDone, null);
       io.ctx = (index << 16) | i;
       bq.ios.push(io);
+    }
+    for (let i = 0; i < Math.min(n, RANGE_PARALLEL_REQS) * (RANGES_MAX - 1); i++) {
+      bq.rangePool.push(new BdevIo(this.#onIoDone, null));
     }
     this.#queues[index] = bq;
     if (vring.kickFd !== null) this.#armKick(index, vring.kickFd);
@@ -266,6 +444,13 @@ export class VhostBlkBackend implements VhostUserBackend {
     if (bq === null || bq === undefined) return 0;
     bq.stopped = true;
     this.#queues[index] = null;
+    this.#cancelKick(index);
+    // Requests still on the bdev complete into a stopped queue and are dropped;
+    // the front-end resubmits from the returned base (no inflight tracking yet).
+    return bq.q.lastAvailIdx;
+  }
+
+  #cancelKick(index: number): void {
     const r = this.#o.reactor;
     if (this.#kickFds[index] !== undefined) {
       // Cancel the kick poll; its CQEs (and the cancel's own) find no queue and are ignored.
@@ -276,9 +461,19 @@ export class VhostBlkBackend implements VhostUserBackend {
       delete this.#kickFds[index];
       r.wake();
     }
-    // Requests still on the bdev complete into a stopped queue and are dropped;
-    // the front-end resubmits from the returned base (no inflight tracking yet).
-    return bq.q.lastAvailIdx;
+  }
+
+  /**
+   * Stops serving a started queue the front-end or guest made unusable: it
+   * takes no new requests, its requests in flight are dropped when they come
+   * back, and GET_VRING_BASE later returns where it stopped.
+   */
+  #halt(index: number, reason: string): void {
+    const bq = this.#queues[index];
+    if (bq === null || bq === undefined || bq.stopped) return;
+    bq.stopped = true;
+    this.#cancelKick(index);
+    this.#o.log(`vhost-blk: queue ${index} stopped: ${reason}`);
   }
 
   getConfig(offset: number, size: number): Uint8Array {
@@ -329,27 +524,20 @@ export class VhostBlkBackend implements VhostUserBackend {
 
   #serve(index: number, bq: BlkQueue): number {
     const memory = this.#memory;
-    if (memory === null || bq.stopped || bq.q.broken) return 0;
+    if (bq.stopped || bq.q.broken) return 0;
     let work = 0;
     for (;;) {
       if (bq.free.length === 0) break;
-      let head: number;
-      try {
-        head = bq.q.popAvail();
-      } catch (e) {
-        this.#deviceError(index, e);
-        return work;
-      }
+      let head = this.#pop(index, bq);
+      if (head === POP_SKIPPED) continue;
+      if (head === POP_STOPPED) return work;
       if (head < 0) {
         // Ask for a kick at the next new buffer (EVENT_IDX), then look again:
         // the driver may have added one between our read and that store.
         bq.q.setAvailEvent(bq.q.lastAvailIdx);
-        try {
-          head = bq.q.popAvail();
-        } catch (e) {
-          this.#deviceError(index, e);
-          return work;
-        }
+        head = this.#pop(index, bq);
+        if (head === POP_SKIPPED) continue;
+        if (head === POP_STOPPED) return work;
         if (head < 0) break;
       }
       work++;
@@ -379,6 +567,25 @@ export class VhostBlkBackend implements VhostUserBackend {
     return work;
   }
 
+  /**
+   * The next available head, -1 when none, POP_SKIPPED when the entry named
+   * a head out of range (consumed and dropped: it cannot be returned), or
+   * POP_STOPPED when the available index is impossible (the queue stops).
+   */
+  #pop(index: number, bq: BlkQueue): number {
+    try {
+      return bq.q.popAvail();
+    } catch (e) {
+      if (!(e instanceof VirtqueueError)) throw e;
+      if (bq.q.broken) {
+        this.#halt(index, e.message);
+        return POP_STOPPED;
+      }
+      this.#o.log(`vhost-blk: queue ${index}: available entry dropped: ${e.message}`);
+      return POP_SKIPPED;
+    }
+  }
+
   #submit(index: number, bq: BlkQueue, slot: number, req: BlkRequest, memory: GuestMemory): void {
     const io = bq.ios[slot] as BdevIo;
     const bs = this.#blockSize;
@@ -398,16 +605,14 @@ export class VhostBlkBackend implements VhostUserBackend {
             off + (req.dataLen[i] as number),
           );
         }
-        bq.inFlight++;
-        this.#ioInFlight++;
+        this.#issue(bq, index, slot, io);
         if (req.type === VIRTIO_BLK_T_IN) {
           this.#ch.readv(io, iovs, req.dataCount, req.sector / perBlock, req.dataBytes / bs);
         } else this.#ch.writev(io, iovs, req.dataCount, req.sector / perBlock, req.dataBytes / bs);
         return;
       }
       case VIRTIO_BLK_T_FLUSH:
-        bq.inFlight++;
-        this.#ioInFlight++;
+        this.#issue(bq, index, slot, io);
         this.#ch.flush(io);
         return;
       case VIRTIO_BLK_T_GET_ID:
@@ -416,49 +621,116 @@ export class VhostBlkBackend implements VhostUserBackend {
         return;
       case VIRTIO_BLK_T_DISCARD:
       case VIRTIO_BLK_T_WRITE_ZEROES: {
-        // One range at a time is enough for Linux (max_*_seg ranges are rare); more: UNSUPP.
-        if (req.rangeCount !== 1) {
-          this.#finish(bq, slot, VIRTIO_BLK_S_UNSUPP);
+        // blk.ts checked flags, sizes and bounds of every range; the bdev works in
+        // blocks, so each range must also be block-aligned. Nothing is issued unless
+        // all are.
+        for (let i = 0; i < req.rangeCount; i++) {
+          if (
+            (req.rangeSector[i] as number) % perBlock !== 0 ||
+            (req.rangeSectors[i] as number) % perBlock !== 0
+          ) {
+            this.#finish(bq, slot, VIRTIO_BLK_S_IOERR);
+            return;
+          }
+        }
+        bq.rangeNext[slot] = 0;
+        bq.rangePending[slot] = 0;
+        bq.rangeStatus[slot] = VIRTIO_BLK_S_OK;
+        if (!this.#issueRange(bq, index, slot, io)) {
+          this.#finish(bq, slot, VIRTIO_BLK_S_OK); // every range was empty
           return;
         }
-        const sector = req.rangeSector[0] as number;
-        const n = req.rangeSectors[0] as number;
-        if (sector % perBlock !== 0 || n % perBlock !== 0) {
-          this.#finish(bq, slot, VIRTIO_BLK_S_IOERR);
-          return;
+        // More ranges go out together while the queue's pool has I/Os; the rest
+        // follow on this request's own I/Os as they complete.
+        while (bq.rangePool.length > 0 && bq.rangeNext[slot] !== -1) {
+          const extra = bq.rangePool.pop() as BdevIo;
+          if (!this.#issueRange(bq, index, slot, extra)) {
+            bq.rangePool.push(extra);
+            break;
+          }
         }
-        bq.inFlight++;
-        this.#ioInFlight++;
-        if (req.type === VIRTIO_BLK_T_DISCARD) this.#ch.unmap(io, sector / perBlock, n / perBlock);
-        else this.#ch.writeZeroes(io, sector / perBlock, n / perBlock);
         return;
       }
     }
     this.#finish(bq, slot, VIRTIO_BLK_S_UNSUPP);
-    void index;
+  }
+
+  /** Counts an I/O about to be submitted for request `slot` of queue `index`. */
+  #issue(bq: BlkQueue, index: number, slot: number, io: BdevIo): void {
+    const e = this.#epoch % EPOCHS;
+    this.#epochIo[e] = (this.#epochIo[e] ?? 0) + 1;
+    io.ctx = e * CTX_EPOCH + ((index << 16) | slot);
+    bq.inFlight++;
+    this.#ioInFlight++;
+  }
+
+  /**
+   * Submits the next non-empty range of DISCARD / WRITE_ZEROES request `slot`
+   * on `io`; false (and `rangeNext` -1) when no range is left.
+   */
+  #issueRange(bq: BlkQueue, index: number, slot: number, io: BdevIo): boolean {
+    const req = bq.reqs[slot] as BlkRequest;
+    const perBlock = this.#blockSize / VIRTIO_BLK_SECTOR_SIZE;
+    let i = bq.rangeNext[slot] as number;
+    if (i < 0) return false;
+    while (i < req.rangeCount && req.rangeSectors[i] === 0) i++;
+    if (i >= req.rangeCount) {
+      bq.rangeNext[slot] = -1;
+      return false;
+    }
+    bq.rangeNext[slot] = i + 1;
+    bq.rangePending[slot] = (bq.rangePending[slot] ?? 0) + 1;
+    this.#issue(bq, index, slot, io);
+    const offset = (req.rangeSector[i] as number) / perBlock;
+    const blocks = (req.rangeSectors[i] as number) / perBlock;
+    if (req.type === VIRTIO_BLK_T_DISCARD) this.#ch.unmap(io, offset, blocks);
+    else this.#ch.writeZeroes(io, offset, blocks);
+    return true;
   }
 
   readonly #onIoDone = (io: BdevIo): void => {
+    const ctx = io.ctx as number;
+    const epoch = Math.floor(ctx / CTX_EPOCH);
+    const tag = ctx - epoch * CTX_EPOCH;
     this.#ioInFlight--;
     if (this.#closing) {
+      this.#epochIo[epoch] = (this.#epochIo[epoch] ?? 0) - 1;
       if (this.#ioInFlight === 0) this.#release();
       return;
     }
-    const tag = io.ctx as number;
     const bq = this.#queues[tag >>> 16];
-    if (bq === null || bq === undefined) return; // queue stopped meanwhile
-    bq.inFlight--;
-    this.#finish(
-      bq,
-      tag & 0xffff,
-      io.status === BdevIoStatus.Success ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR,
-    );
+    if (bq !== null && bq !== undefined) { // else the queue was stopped meanwhile
+      bq.inFlight--;
+      this.#ioDone(bq, tag >>> 16, tag & 0xffff, io);
+    }
+    // Only now (the status byte is written) may a region removed meanwhile go.
+    this.#epochIo[epoch] = (this.#epochIo[epoch] ?? 0) - 1;
+    if (this.#retired.length > 0) this.#reap();
   };
 
-  #finish(bq: BlkQueue, slot: number, status: number): void {
-    const memory = this.#memory;
+  #ioDone(bq: BlkQueue, index: number, slot: number, io: BdevIo): void {
+    const status = io.status === BdevIoStatus.Success ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
     const req = bq.reqs[slot] as BlkRequest;
-    if (memory !== null) req.writeStatus(memory, status);
+    if (req.type !== VIRTIO_BLK_T_DISCARD && req.type !== VIRTIO_BLK_T_WRITE_ZEROES) {
+      this.#finish(bq, slot, status);
+      return;
+    }
+    // One range of several: the request ends with the worst status once all are done.
+    if (status !== VIRTIO_BLK_S_OK) bq.rangeStatus[slot] = status;
+    bq.rangePending[slot] = (bq.rangePending[slot] ?? 0) - 1;
+    if (!bq.stopped && this.#issueRange(bq, index, slot, io)) return;
+    if (io !== bq.ios[slot]) bq.rangePool.push(io);
+    if (bq.rangePending[slot] === 0) this.#finish(bq, slot, bq.rangeStatus[slot] as number);
+  }
+
+  #finish(bq: BlkQueue, slot: number, status: number): void {
+    if (bq.stopped) {
+      // A stopped queue's rings may be gone: the request is dropped (see #halt).
+      bq.free.push(slot);
+      return;
+    }
+    const req = bq.reqs[slot] as BlkRequest;
+    req.writeStatus(this.#memory, status);
     bq.q.pushUsed(bq.heads[slot] as number, req.usedLength(status));
     bq.free.push(slot);
     this.#notify(bq);
@@ -473,14 +745,12 @@ export class VhostBlkBackend implements VhostUserBackend {
     if (bq.callFd >= 0 && need) sym.write(bq.callFd, this.#one, 8n);
   }
 
-  #deviceError(index: number, e: unknown): void {
-    this.#o.log(`vhost-blk: queue ${index} stopped: ${e instanceof Error ? e.message : e}`);
-  }
-
+  /** Every mapping, removed regions' included: only once no I/O is in flight. */
   #unmapAll(): void {
-    for (const m of this.#mappings) m.unmap();
-    this.#mappings = [];
-    this.#memory = null;
+    for (const m of this.#mappings) m?.unmap();
+    this.#mappings.fill(null);
+    this.#retired.length = 0;
+    this.#memory = new GuestMemory([], MEM_SLOT_CAPACITY);
   }
 
   /**
@@ -501,4 +771,31 @@ export class VhostBlkBackend implements VhostUserBackend {
     this.#desc.close();
     this.#unmapAll();
   }
+}
+
+/** A region's numbers, checked to be safe integers (sizes above 2^53 are refused). */
+function regionNumbers(
+  r: MemoryRegion,
+  what: string,
+): { gpa: number; size: number; uva: number; offset: number } {
+  const max = BigInt(Number.MAX_SAFE_INTEGER);
+  const fields: [string, bigint][] = [
+    ["guest address", r.guestPhysAddr],
+    ["size", r.memorySize],
+    ["user address", r.userspaceAddr],
+    ["mmap offset", r.mmapOffset],
+  ];
+  for (const [name, v] of fields) {
+    if (v > max) throw new Error(`${what}: the region's ${name} 0x${v.toString(16)} is past 2^53`);
+  }
+  if (r.memorySize === 0n) throw new Error(`${what}: the region is empty`);
+  if (r.guestPhysAddr + r.memorySize > max || r.userspaceAddr + r.memorySize > max) {
+    throw new Error(`${what}: the region ends past 2^53`);
+  }
+  return {
+    gpa: Number(r.guestPhysAddr),
+    size: Number(r.memorySize),
+    uva: Number(r.userspaceAddr),
+    offset: Number(r.mmapOffset),
+  };
 }

@@ -493,8 +493,9 @@ export class VhostUserSession {
           );
         }
         handOver();
-        this.#regions.splice(i, 1);
+        // The backend first: if it refuses, the region is still mapped on both sides.
         this.#backend.removeMemRegion(r);
+        this.#regions.splice(i, 1);
         return { reply: null, replyFds: [], closeFds: [...m.fds] };
       }
       case R.SET_VRING_NUM: {
