@@ -47,6 +47,13 @@ export interface VirtioDriverOptions {
   eventIdx?: boolean;
   /** Negotiate VIRTIO_F_INDIRECT_DESC. */
   indirectDesc?: boolean;
+  /**
+   * Memory to lay the rings in (e.g. a vhost-user front-end's shared memfd);
+   * default a fresh array of `memoryBytes`.
+   */
+  bytes?: Uint8Array;
+  /** Front-end virtual address of the first byte; default 0x7f00_0000_0000. */
+  uva?: number;
 }
 
 /** A buffer placed by {@linkcode VirtioDriver.addChain}. */
@@ -76,13 +83,13 @@ export class VirtioDriver {
   constructor(o: VirtioDriverOptions) {
     this.size = o.queueSize;
     this.gpaBase = o.gpaBase ?? 0x10_0000;
-    const memoryBytes = o.memoryBytes ?? 4 << 20;
-    this.bytes = new Uint8Array(memoryBytes);
-    this.#view = new DataView(this.bytes.buffer);
+    const memoryBytes = o.bytes?.byteLength ?? o.memoryBytes ?? 4 << 20;
+    this.bytes = o.bytes ?? new Uint8Array(memoryBytes);
+    this.#view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
     this.memory = new GuestMemory([{
       gpa: this.gpaBase,
       size: memoryBytes,
-      uva: 0x7f00_0000_0000,
+      uva: o.uva ?? 0x7f00_0000_0000,
       bytes: this.bytes,
     }]);
     this.eventIdx = o.eventIdx ?? false;
