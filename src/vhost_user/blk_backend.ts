@@ -234,7 +234,7 @@ export class VhostBlkBackend implements VhostUserBackend {
       }
     } catch (e) {
       this.#removeSlots(memory.activeSlots(), "a refused SET_MEM_TABLE");
-      throw e;
+      throw this.#refused(e);
     } finally {
       for (const fd of fds) sym.close(fd);
     }
@@ -243,17 +243,27 @@ export class VhostBlkBackend implements VhostUserBackend {
   addMemRegion(region: MemoryRegion, fd: number): void {
     try {
       this.#mapRegion(region, fd, "ADD_MEM_REG");
+    } catch (e) {
+      throw this.#refused(e);
     } finally {
       sym.close(fd);
     }
+  }
+
+  /** Logs why a memory message is refused (REPLY_ACK only tells the front-end "no"). */
+  #refused(e: unknown): unknown {
+    this.#o.log(`vhost-blk: memory table refused: ${e instanceof Error ? e.message : e}`);
+    return e;
   }
 
   removeMemRegion(region: MemoryRegion): void {
     const n = regionNumbers(region, "REM_MEM_REG");
     const slot = this.#memory.remove(n.gpa, n.size, n.uva);
     if (slot < 0) {
-      throw new Error(
-        `REM_MEM_REG: no region at guest address 0x${n.gpa.toString(16)} of ${n.size} bytes`,
+      throw this.#refused(
+        new Error(
+          `REM_MEM_REG: no region at guest address 0x${n.gpa.toString(16)} of ${n.size} bytes`,
+        ),
       );
     }
     this.#retire([slot], "REM_MEM_REG");
