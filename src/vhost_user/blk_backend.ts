@@ -160,6 +160,8 @@ export class VhostBlkBackend implements VhostUserBackend {
   readonly #cqeHandler: number;
   readonly #poller: string;
   readonly #id: Uint8Array;
+  /** Log prefix naming the device: several controllers share one log. */
+  readonly #tag: string;
 
   constructor(o: VhostBlkOptions) {
     this.#o = o;
@@ -194,6 +196,7 @@ export class VhostBlkBackend implements VhostUserBackend {
       maxWriteZeroesSeg: RANGES_MAX,
     };
     this.#id = new TextEncoder().encode(b.name.slice(0, 20));
+    this.#tag = `vhost-blk ${b.name}`;
     this.#cqeHandler = o.reactor.registerCqeHandler(this.#onKick);
     this.#poller = pollerName(`vhost-blk:${b.name}`);
     o.reactor.addPoller(this.#poller, this.#poll);
@@ -252,7 +255,7 @@ export class VhostBlkBackend implements VhostUserBackend {
 
   /** Logs why a memory message is refused (REPLY_ACK only tells the front-end "no"). */
   #refused(e: unknown): unknown {
-    this.#o.log(`vhost-blk: memory table refused: ${e instanceof Error ? e.message : e}`);
+    this.#o.log(`${this.#tag}: memory table refused: ${e instanceof Error ? e.message : e}`);
     return e;
   }
 
@@ -483,7 +486,7 @@ export class VhostBlkBackend implements VhostUserBackend {
     if (bq === null || bq === undefined || bq.stopped) return;
     bq.stopped = true;
     this.#cancelKick(index);
-    this.#o.log(`vhost-blk: queue ${index} stopped: ${reason}`);
+    this.#o.log(`${this.#tag}: queue ${index} stopped: ${reason}`);
   }
 
   getConfig(offset: number, size: number): Uint8Array {
@@ -560,7 +563,7 @@ export class VhostBlkBackend implements VhostUserBackend {
         if (!(e instanceof VirtqueueError)) throw e;
         // A bad chain fails this request only; we cannot know its status byte.
         this.#o.log(
-          `vhost-blk: queue ${index}: bad descriptor chain at head ${head}: ${e.message}`,
+          `${this.#tag}: queue ${index}: bad descriptor chain at head ${head}: ${e.message}`,
         );
         bq.free.push(slot);
         bq.q.pushUsed(head, 0);
@@ -591,7 +594,7 @@ export class VhostBlkBackend implements VhostUserBackend {
         this.#halt(index, e.message);
         return POP_STOPPED;
       }
-      this.#o.log(`vhost-blk: queue ${index}: available entry dropped: ${e.message}`);
+      this.#o.log(`${this.#tag}: queue ${index}: available entry dropped: ${e.message}`);
       return POP_SKIPPED;
     }
   }
