@@ -295,6 +295,7 @@ export class VhostBlkBackend implements VhostUserBackend {
       });
       this.#mappings[slot] = m;
       this.#mmapOffsets[slot] = n.offset;
+      this.#o.log(`${this.#tag}: guest memory added (${what}): ${describe(n.gpa, n.size)}`);
       return slot;
     } catch (e) {
       m.unmap();
@@ -324,6 +325,13 @@ export class VhostBlkBackend implements VhostUserBackend {
    */
   #retire(slots: readonly number[], why: string): void {
     if (slots.length === 0) return;
+    for (const slot of slots) {
+      const m = this.#memory;
+      this.#o.log(
+        `${this.#tag}: guest memory removed (${why}): ` +
+          describe(m.regionGpa(slot), m.regionSize(slot)),
+      );
+    }
     for (let i = 0; i < this.#queues.length; i++) {
       const bq = this.#queues[i];
       if (bq === null || bq === undefined || bq.stopped) continue;
@@ -811,4 +819,12 @@ function regionNumbers(
     uva: Number(r.userspaceAddr),
     offset: Number(r.mmapOffset),
   };
+}
+
+/** A region for the log: guest physical range and size. */
+function describe(gpa: number, size: number): string {
+  const mib = size / (1 << 20);
+  return `0x${gpa.toString(16)}-0x${(gpa + size - 1).toString(16)} (${
+    Number.isInteger(mib) ? `${mib} MiB` : `${size} bytes`
+  })`;
 }
