@@ -216,7 +216,6 @@ export class VhostBlkBackend implements VhostUserBackend {
   setMemTable(regions: readonly MemoryRegion[], fds: number[]): void {
     const memory = this.#memory;
     const kept = new Set<number>();
-    const added: number[] = [];
     try {
       const fresh: number[] = [];
       for (const [i, r] of regions.entries()) {
@@ -233,7 +232,7 @@ export class VhostBlkBackend implements VhostUserBackend {
       for (const i of fresh) {
         const fd = fds[i];
         if (fd === undefined) throw new Error(`SET_MEM_TABLE region ${i} came without an fd`);
-        added.push(this.#mapRegion(regions[i] as MemoryRegion, fd, `SET_MEM_TABLE region ${i}`));
+        this.#mapRegion(regions[i] as MemoryRegion, fd, `SET_MEM_TABLE region ${i}`);
       }
     } catch (e) {
       this.#removeSlots(memory.activeSlots(), "a refused SET_MEM_TABLE");

@@ -6,7 +6,9 @@
  * (object_add memory-backend-memfd share=on, device_add pc-dimm); QEMU sends
  * sluice the new region with ADD_MEM_REG while the queue runs, the guest
  * onlines the memory, and I/O (with buffers that can now live in the DIMM)
- * keeps working and verifying. Run with `deno task test:vm hot-plug`.
+ * keeps working and verifying. Then the host deletes the DIMM (device_del),
+ * the guest ejects it, sluice gets REM_MEM_REG, and I/O still works. Run
+ * with `deno task test:vm hot-plug`.
  */
 import assert from "node:assert/strict";
 import { outputTail, runGuest } from "./guest.ts";
@@ -63,7 +65,7 @@ async function hmp(path: string, command: string): Promise<string> {
   return text.replace(/\x1b\[[0-9;]*[A-Za-z]/g, "").replaceAll("\r", "");
 }
 
-Deno.test("vhost-user-blk: memory hot-plug (pc-dimm) while the guest does I/O; sluice gets ADD_MEM_REG", async () => {
+Deno.test("vhost-user-blk: memory hot-plug and unplug (pc-dimm) while the guest does I/O; sluice gets ADD_MEM_REG and REM_MEM_REG", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sluice-vm-hotplug-" });
   const socket = `${dir}/vhost.0.sock`;
   const monitor = `${dir}/hmp.sock`;
@@ -122,14 +124,18 @@ Deno.test("vhost-user-blk: memory hot-plug (pc-dimm) while the guest does I/O; s
       assert.ok(!/error/i.test(added), `object_add: ${added}`);
       const dimm = await hmp(monitor, "device_add pc-dimm,id=dimm0,memdev=dimm0mem");
       assert.ok(!/error/i.test(dimm), `device_add: ${dimm}`);
-      return before;
+      await waitForConsole("UNPLUG_NOW", abort.signal);
+      const unplugMark = lines.length;
+      const del = await hmp(monitor, "device_del dimm0");
+      assert.ok(!/error/i.test(del), `device_del: ${del}`);
+      return [before, unplugMark];
     })();
     plug.catch(() => abort.abort());
     const r = await guest;
     abort.abort();
     assert.equal(r.exitCode, 0, outputTail(r.output, 60));
-    const mark = await plug;
-    for (const step of ["device", "before", "hotplug", "after"]) {
+    const [mark, unplugMark] = await plug;
+    for (const step of ["device", "before", "hotplug", "after", "unplug"]) {
       assert.ok(r.output.includes(`STEP ${step} OK`), `step ${step}:\n${outputTail(r.output, 40)}`);
     }
     const report = JSON.parse(r.report) as { blocksBefore: number; blocksAfter: number };
@@ -142,6 +148,13 @@ Deno.test("vhost-user-blk: memory hot-plug (pc-dimm) while the guest does I/O; s
     assert.ok(
       after.some((l) => l.includes(`(${DIMM_MIB} MiB)`)),
       `no ADD_MEM_REG of the ${DIMM_MIB} MiB DIMM after the hot-plug:\n${log}`,
+    );
+    // ... and was told when it went (QEMU sends REM_MEM_REG with the region's fd).
+    assert.ok(
+      lines.slice(unplugMark).some((l) =>
+        l.includes("guest memory removed (REM_MEM_REG)") && l.includes(`(${DIMM_MIB} MiB)`)
+      ),
+      `no REM_MEM_REG of the DIMM after device_del:\n${log}`,
     );
     assert.ok(!log.includes("stopped:"), `a queue stopped:\n${log}`);
   } finally {

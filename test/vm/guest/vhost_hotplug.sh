@@ -2,7 +2,8 @@
 # Guest side of vhost_hotplug_test.ts: I/O on a vhost-user-blk disk before and after the host
 # hot-adds a memory DIMM (a shared memfd the vhost-user backend gets with ADD_MEM_REG).
 #   NUM_BLOCKS   expected size of /dev/vda in 512-byte sectors
-# Prints HOTPLUG_NOW when the host should add the DIMM, then waits for its memory blocks.
+# Prints HOTPLUG_NOW when the host should add the DIMM, then waits for its memory blocks; then
+# UNPLUG_NOW when the host should delete it, and waits for the blocks to go.
 # Every step prints STEP <name> OK; the first failure exits non-zero with its step's code.
 # Report (/dev/report): {"blocksBefore": N, "blocksAfter": N, "memKiBBefore": N, "memKiBAfter": N}
 set -eu
@@ -55,6 +56,20 @@ dd if="$dev" of=/tmp/a3 bs=1M count=4 iflag=direct 2>/tmp/dd.txt ||
   fail after "dd: $(cat /tmp/dd.txt)" 43
 [ "$(sha256sum </tmp/a)" = "$(sha256sum </tmp/a3)" ] || fail after "first pattern differs" 44
 step after
+
+# Hot-unplug: the host deletes the DIMM, the kernel offlines and ejects its memory (ACPI).
+rm -f /tmp/b /tmp/b2
+echo UNPLUG_NOW
+for _ in $(seq 900); do [ "$(blocks)" -le "$blocks_before" ] && break; sleep 0.2; done
+blocks_unplugged=$(blocks)
+[ "$blocks_unplugged" -le "$blocks_before" ] || fail unplug "still $blocks_unplugged blocks" 50
+head -c 8388608 /dev/urandom >/tmp/c
+dd if=/tmp/c of="$dev" bs=1M seek=100 oflag=direct 2>/tmp/dd.txt ||
+  fail unplug "dd: $(cat /tmp/dd.txt)" 51
+dd if="$dev" of=/tmp/c2 bs=1M skip=100 count=8 iflag=direct 2>/tmp/dd.txt ||
+  fail unplug "dd: $(cat /tmp/dd.txt)" 52
+[ "$(sha256sum </tmp/c)" = "$(sha256sum </tmp/c2)" ] || fail unplug "pattern differs" 53
+step unplug
 
 printf '{"blocksBefore": %s, "blocksAfter": %s, "memKiBBefore": %s, "memKiBAfter": %s}\n' \
   "$blocks_before" "$blocks_after" "$mem_before" "$mem_after" >/dev/report
