@@ -166,3 +166,71 @@ Deno.test("guest memory: hot-added regions are validated", () => {
     1,
   );
 });
+
+Deno.test("guest memory: random add / remove / release agree with a simple model", () => {
+  let s = 0x9e37_79b9;
+  const rand = (n: number) => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s % n;
+  };
+  const SLOTS = 6;
+  const m = new GuestMemory([], SLOTS);
+  // The model: per slot, the region (or null) and whether it is active.
+  const model: ({ gpa: number; size: number; uva: number; active: boolean } | null)[] = new Array(
+    SLOTS,
+  ).fill(null);
+  const at = new GuestAddress();
+  for (let iter = 0; iter < 3000; iter++) {
+    const op = rand(4);
+    if (op === 0) {
+      const gpa = rand(64) * 0x1000, size = (1 + rand(8)) * 0x1000, uva = rand(64) * 0x1000;
+      const clash = model.some((r) =>
+        r !== null && r.active &&
+        ((gpa < r.gpa + r.size && r.gpa < gpa + size) ||
+          (uva < r.uva + r.size && r.uva < uva + size))
+      );
+      const free = model.indexOf(null);
+      let slot = -1;
+      try {
+        slot = m.add({ gpa, size, uva, bytes: new Uint8Array(size) });
+      } catch (e) {
+        assert(e instanceof VirtqueueError);
+      }
+      if (clash || free < 0) assertEquals(slot, -1, `add ${gpa} ${size} ${uva} must fail`);
+      else {
+        assertEquals(slot, free, "the lowest free slot");
+        model[slot] = { gpa, size, uva, active: true };
+      }
+    } else if (op === 1) {
+      const active = model.flatMap((r, i) => (r?.active ? [i] : []));
+      const i = active[rand(Math.max(active.length, 1))];
+      const r = i === undefined ? null : model[i];
+      if (i !== undefined && r) {
+        assertEquals(m.remove(r.gpa, r.size, r.uva), i);
+        r.active = false;
+      }
+    } else if (op === 2) {
+      const retired = model.flatMap((r, i) => (r !== null && !r.active ? [i] : []));
+      const i = retired[rand(Math.max(retired.length, 1))];
+      if (i !== undefined) {
+        m.release(i);
+        model[i] = null;
+      }
+    } else {
+      const gpa = rand(80) * 0x800, len = rand(0x3000);
+      // Where regions touch, an empty range at the boundary belongs to the later one.
+      let hit = -1;
+      model.forEach((r, i) => {
+        if (r === null || !r.active || gpa < r.gpa || gpa + len > r.gpa + r.size) return;
+        if (hit < 0 || r.gpa > (model[hit]?.gpa ?? 0)) hit = i;
+      });
+      assertEquals(m.translate(gpa, len, at), hit >= 0, `translate ${gpa} ${len}`);
+      if (hit >= 0) assertEquals([at.region, at.offset], [hit, gpa - (model[hit]?.gpa ?? 0)]);
+    }
+    assertEquals(m.regionCount, model.filter((r) => r?.active).length);
+  }
+});

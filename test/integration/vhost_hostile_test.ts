@@ -16,6 +16,10 @@
  * after (a canary area included), the queue is shown to still serve a good
  * request when it was not stopped, the other controller's traffic keeps
  * completing and verifying, and the daemon stays up and exits cleanly.
+ * Then hostile memory tables (CONFIGURE_MEM_SLOTS): a region larger than its
+ * fd (refused, logged), the rings' region removed under a started queue (the
+ * queue stops, logged), an overlapping region (that connection ends), and
+ * vhost.0 still serves a well-behaved front-end afterwards.
  *
  * Run: `npx -y deno@2.9.6 test -A test/integration/vhost_hostile_test.ts`.
  */
@@ -25,10 +29,18 @@ import { freePort } from "../../src/testing/net.ts";
 import { waitFor } from "../../src/testing/wait.ts";
 import { VirtioDriver } from "../../src/testing/virtio_driver.ts";
 import {
+  FRONTEND_PROTOCOL_FEATURES,
   FrontendMemory,
   VhostUserFrontend,
   VhostUserFrontendError,
 } from "../../src/vhost_user/frontend.ts";
+import {
+  encodeSingleMemoryRegion,
+  featureBit,
+  type MemoryRegion,
+  VhostUserProtocolFeature as P,
+  VhostUserRequest as R,
+} from "../../src/vhost_user/messages.ts";
 import {
   featureMask,
   VIRTIO_BLK_S_IOERR,
@@ -82,13 +94,21 @@ function pattern(bytes: number, seed: number): Uint8Array {
   return new Uint8Array(bytes).map((_, i) => (i * 13 + seed * 101 + (i >> 9)) & 0xff);
 }
 
-/** One front-end connection with guest memory and queue 0 started over a VirtioDriver. */
-async function connect(socket: string, queueSize: number) {
+/**
+ * One front-end connection with guest memory and a VirtioDriver over it. With
+ * `hotplug`, CONFIGURE_MEM_SLOTS is negotiated and the memory given with
+ * ADD_MEM_REG, as QEMU does.
+ */
+async function connect(socket: string, queueSize: number, hotplug = false) {
   const fe = VhostUserFrontend.connect(socket);
   const mem = FrontendMemory.create(MEM_BYTES, GPA_BASE);
   try {
-    await fe.negotiate(featureMask(VIRTIO_F_VERSION_1, VIRTIO_F_INDIRECT_DESC));
-    await fe.setMemTable([mem]);
+    await fe.negotiate(
+      featureMask(VIRTIO_F_VERSION_1, VIRTIO_F_INDIRECT_DESC),
+      FRONTEND_PROTOCOL_FEATURES | (hotplug ? featureBit(P.CONFIGURE_MEM_SLOTS) : 0n),
+    );
+    if (hotplug) await addMemReg(fe, mem);
+    else await fe.setMemTable([mem]);
     const d = new VirtioDriver({
       queueSize,
       bytes: mem.bytes,
@@ -102,6 +122,10 @@ async function connect(socket: string, queueSize: number) {
     mem.close();
     throw e;
   }
+}
+
+function addMemReg(fe: VhostUserFrontend, m: FrontendMemory, r: MemoryRegion = m.region()) {
+  return fe.request(R.ADD_MEM_REG, encodeSingleMemoryRegion(r), [m.fd]);
 }
 
 async function start(c: Awaited<ReturnType<typeof connect>>): Promise<void> {
@@ -660,6 +684,93 @@ Deno.test("vhost-user-blk: hostile rings fail alone, the other controller and th
           VhostUserFrontendError,
           "refused SET_VRING_KICK",
         );
+      } finally {
+        conn.fe.close();
+        conn.mem.close();
+      }
+    }
+
+    // Hostile memory tables (CONFIGURE_MEM_SLOTS).
+    const progress = async (what: string) => {
+      const v = good.verified;
+      await waitFor(() => good.verified > v || good.error !== null, `${what}: good traffic`);
+      if (good.error !== null) throw good.error;
+      assert(!exited, `${what}: the daemon is still running`);
+    };
+    {
+      // A region larger than its fd: refused and logged; the connection and queue go on.
+      const conn = await connect(hostileSock, QSIZE, true);
+      const small = FrontendMemory.create(64 << 10, 0x4000_0000);
+      try {
+        const mark = lines.length;
+        await assertRejects(
+          () => addMemReg(conn.fe, small, { ...small.region(), memorySize: 1n << 20n }),
+          VhostUserFrontendError,
+          "refused ADD_MEM_REG",
+        );
+        await waitFor(() => logOf(mark).includes("memory table refused"), "the refusal is logged");
+        assert(logOf(mark).includes("cannot map"), logOf(mark));
+        await start(conn);
+        const rd = conn.d.addBlkRequest({
+          type: VIRTIO_BLK_T_IN,
+          sector: 0,
+          data: [{ len: 512, writable: true }],
+        });
+        conn.fe.kick(0);
+        await waitFor(() => conn.d.usedIdx() === 1, "a good request after the refusal");
+        assertEquals(conn.d.read(rd.status, 1)[0], VIRTIO_BLK_S_OK);
+
+        // The region holding the rings removed under a started queue: the queue stops.
+        const mark2 = lines.length;
+        await conn.fe.request(R.REM_MEM_REG, encodeSingleMemoryRegion(conn.mem.region()));
+        await waitFor(
+          () => logOf(mark2).includes("queue 0 stopped: its descriptor table lies in guest memory"),
+          "the queue stops",
+        );
+        assertEquals(await conn.fe.getVringBase(0), 1);
+      } finally {
+        conn.fe.close();
+        conn.mem.close();
+        small.close();
+      }
+      await progress("REM_MEM_REG of the rings");
+    }
+    {
+      // A region overlapping another: a protocol error, this connection ends, others go on.
+      const conn = await connect(hostileSock, QSIZE, true);
+      const other = FrontendMemory.create(64 << 10, GPA_BASE + 0x8000);
+      try {
+        const mark = lines.length;
+        await assertRejects(() => addMemReg(conn.fe, other), VhostUserFrontendError);
+        await waitFor(() => logOf(mark).includes("closing the connection"), "the connection ends");
+      } finally {
+        conn.fe.close();
+        conn.mem.close();
+        other.close();
+      }
+      await progress("an overlapping ADD_MEM_REG");
+    }
+
+    // After all that, vhost.0 still serves a well-behaved front-end.
+    {
+      const conn = await connect(hostileSock, QSIZE, true);
+      try {
+        await start(conn);
+        const data = pattern(4096, 11);
+        const w = conn.d.addBlkRequest({
+          type: VIRTIO_BLK_T_OUT,
+          sector: 200,
+          data: [{ len: data.length, writable: false, data }],
+        });
+        const rd = conn.d.addBlkRequest({
+          type: VIRTIO_BLK_T_IN,
+          sector: 200,
+          data: [{ len: data.length, writable: true }],
+        });
+        conn.fe.kick(0);
+        await waitFor(() => conn.d.usedIdx() === 2, "vhost.0 serves again");
+        assertEquals(conn.d.read(w.status, 1)[0], VIRTIO_BLK_S_OK);
+        assertEquals(conn.d.read(rd.data[0]?.gpa ?? 0, data.length), data);
       } finally {
         conn.fe.close();
         conn.mem.close();
