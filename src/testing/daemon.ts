@@ -27,8 +27,6 @@ export interface DaemonOptions {
   args?: string[];
   /** Copy the daemon's output after "ready" to this process's stdout (default: drain it). */
   echo?: boolean;
-  /** Called with each line the daemon prints after "ready" (tests that check its log). */
-  onLine?: (line: string) => void;
 }
 
 /** Starts `sluice serve --state-dir stateDir` and waits until it is ready. */
@@ -75,11 +73,6 @@ export async function startDaemon(stateDir: string, o: DaemonOptions = {}): Prom
       const { value, done } = await reader.read();
       if (done) break;
       if (o.echo) Deno.stdout.writeSync(new TextEncoder().encode(value));
-      if (o.onLine) {
-        const lines = (partial + value).split("\n");
-        partial = lines.pop() ?? "";
-        for (const l of lines) o.onLine(l);
-      }
     }
   })().catch(() => {});
   return {

@@ -90,6 +90,16 @@ function config(dir: string) {
   };
 }
 
+/** The daemon's output chunks as lines, appended to `lines`. */
+function collectLines(lines: string[]): (text: string) => void {
+  let partial = "";
+  return (text) => {
+    const parts = (partial + text).split("\n");
+    partial = parts.pop() ?? "";
+    lines.push(...parts);
+  };
+}
+
 function pattern(bytes: number, seed: number): Uint8Array {
   return new Uint8Array(bytes).map((_, i) => (i * 13 + seed * 101 + (i >> 9)) & 0xff);
 }
@@ -540,7 +550,7 @@ Deno.test("vhost-user-blk: hostile rings fail alone, the other controller and th
   const daemon = await startDaemon(dir, {
     config: config(dir),
     args: ["--nvmf-listen", `127.0.0.1:${freePort()}`],
-    onLine: (l) => lines.push(l),
+    onOutput: collectLines(lines),
   });
   let exited = false;
   daemon.child.status.then(() => (exited = true));

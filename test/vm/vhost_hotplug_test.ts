@@ -21,6 +21,16 @@ const SCRIPT = new URL("./guest/vhost_hotplug.sh", import.meta.url);
 const NAME = "vhost-hotplug";
 const DIMM_MIB = 128;
 
+/** The daemon's output chunks as lines, appended to `lines`. */
+function collectLines(lines: string[]): (text: string) => void {
+  let partial = "";
+  return (text) => {
+    const parts = (partial + text).split("\n");
+    partial = parts.pop() ?? "";
+    lines.push(...parts);
+  };
+}
+
 /** Waits for `marker` on the console of this process's run of guest NAME. */
 async function waitForConsole(marker: string, signal: AbortSignal): Promise<void> {
   const runs = labPaths().runs;
@@ -92,7 +102,7 @@ Deno.test("vhost-user-blk: memory hot-plug and unplug (pc-dimm) while the guest 
     },
     args: ["--nvmf-listen", `127.0.0.1:${freePort()}`],
     echo: true,
-    onLine: (l) => lines.push(l),
+    onOutput: collectLines(lines),
   });
   const abort = new AbortController();
   try {
