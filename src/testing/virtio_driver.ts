@@ -41,6 +41,8 @@ export interface VirtioDriverOptions {
   queueSize: number;
   /** Guest memory in bytes (one region); default 4 MiB. */
   memoryBytes?: number;
+  /** The guest memory itself (a mapped memfd, say); default a new buffer of `memoryBytes`. */
+  bytes?: Uint8Array;
   /** Guest physical address of the region; default 0x10_0000. */
   gpaBase?: number;
   /** Negotiate VIRTIO_F_EVENT_IDX. */
@@ -76,9 +78,9 @@ export class VirtioDriver {
   constructor(o: VirtioDriverOptions) {
     this.size = o.queueSize;
     this.gpaBase = o.gpaBase ?? 0x10_0000;
-    const memoryBytes = o.memoryBytes ?? 4 << 20;
-    this.bytes = new Uint8Array(memoryBytes);
-    this.#view = new DataView(this.bytes.buffer);
+    const memoryBytes = o.bytes?.byteLength ?? o.memoryBytes ?? 4 << 20;
+    this.bytes = o.bytes ?? new Uint8Array(memoryBytes);
+    this.#view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
     this.memory = new GuestMemory([{
       gpa: this.gpaBase,
       size: memoryBytes,

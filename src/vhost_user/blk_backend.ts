@@ -8,6 +8,11 @@
  * FLUSH / GET_ID / DISCARD / WRITE_ZEROES. Kicks are taken from the kick
  * eventfd through the reactor's io_uring (so a parked reactor wakes), and
  * the rings are polled while requests are in flight.
+ *
+ * Live migration: with VHOST_F_LOG_ALL negotiated and a log given by
+ * SET_LOG_BASE, every write into guest memory (IN data, GET_ID, status
+ * bytes) is marked in the dirty log after it lands, and so are used-ring
+ * writes of rings whose VHOST_VRING_F_LOG flag is set (dirty_log.ts).
  * @module
  */
 import {
@@ -52,8 +57,14 @@ import {
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_VERSION_1,
 } from "../virtio/blk.ts";
-import type { MemoryRegion } from "./messages.ts";
-import { featureBit, VhostUserProtocolFeature as P } from "./messages.ts";
+import type { LogDescription, MemoryRegion } from "./messages.ts";
+import {
+  featureBit,
+  VHOST_F_LOG_ALL,
+  VHOST_VRING_F_LOG,
+  VhostUserProtocolFeature as P,
+} from "./messages.ts";
+import { DirtyLog, type DirtyLogStats } from "./dirty_log.ts";
 import type { VhostUserBackend, VringConfig } from "./session.ts";
 
 const POLLIN = 0x001;
@@ -99,7 +110,7 @@ class BlkQueue {
 export class VhostBlkBackend implements VhostUserBackend {
   readonly features: bigint;
   readonly protocolFeatures: bigint = featureBit(P.MQ) | featureBit(P.REPLY_ACK) |
-    featureBit(P.CONFIG);
+    featureBit(P.CONFIG) | featureBit(P.LOG_SHMFD);
   readonly numQueues: number;
   readonly maxQueueSize = MAX_QUEUE_SIZE;
   readonly #o: VhostBlkOptions;
@@ -115,6 +126,10 @@ export class VhostBlkBackend implements VhostUserBackend {
   readonly #cqeHandler: number;
   readonly #poller: string;
   readonly #id: Uint8Array;
+  /** The dirty log of live migration (mapped by SET_LOG_BASE). */
+  readonly #dirty: DirtyLog;
+  /** VHOST_F_LOG_ALL negotiated: log every write into guest memory. */
+  #logAll = false;
 
   constructor(o: VhostBlkOptions) {
     this.#o = o;
@@ -133,6 +148,8 @@ export class VhostBlkBackend implements VhostUserBackend {
       VIRTIO_BLK_F_FLUSH,
       VIRTIO_BLK_F_MQ,
     ];
+    // We can log our writes for live migration (dirty_log.ts).
+    bits.push(VHOST_F_LOG_ALL);
     if (o.readOnly) bits.push(VIRTIO_BLK_F_RO);
     if (b.ioTypeSupported(3)) bits.push(VIRTIO_BLK_F_DISCARD);
     if (b.ioTypeSupported(5)) bits.push(VIRTIO_BLK_F_WRITE_ZEROES);
@@ -149,6 +166,7 @@ export class VhostBlkBackend implements VhostUserBackend {
       maxWriteZeroesSeg: RANGES_MAX,
     };
     this.#id = new TextEncoder().encode(b.name.slice(0, 20));
+    this.#dirty = new DirtyLog(`vhost-blk ${b.name}`, o.log);
     this.#cqeHandler = o.reactor.registerCqeHandler(this.#onKick);
     this.#poller = pollerName(`vhost-blk:${b.name}`);
     o.reactor.addPoller(this.#poller, this.#poll);
@@ -156,6 +174,32 @@ export class VhostBlkBackend implements VhostUserBackend {
 
   setFeatures(features: bigint): void {
     this.#negotiated = features;
+    const logAll = (features & featureBit(VHOST_F_LOG_ALL)) !== 0n;
+    if (logAll !== this.#logAll) {
+      this.#logAll = logAll;
+      this.#o.log(
+        `vhost-blk ${this.#desc.bdev.name}: dirty logging ${
+          logAll ? "on" : `off (${this.#dirty.summary()})`
+        }`,
+      );
+    }
+  }
+
+  setLogBase(log: LogDescription, fd: number): void {
+    this.#dirty.setBase(fd, log.mmapSize, log.mmapOffset);
+    this.#o.log(
+      `vhost-blk ${this.#desc.bdev.name}: dirty log of ${log.mmapSize} bytes mapped ` +
+        `(covers ${log.mmapSize * 8n * 4096n >> 20n} MiB of guest memory)`,
+    );
+  }
+
+  setLogFd(fd: number): void {
+    this.#dirty.setEventFd(fd);
+  }
+
+  /** Dirty log counters (tests, stats). */
+  get dirtyLogStats(): DirtyLogStats {
+    return this.#dirty.stats;
   }
 
   setMemTable(regions: readonly MemoryRegion[], fds: number[]): void {
@@ -215,6 +259,7 @@ export class VhostBlkBackend implements VhostUserBackend {
       indirectDesc: (this.#negotiated & (1n << BigInt(VIRTIO_F_INDIRECT_DESC))) !== 0n,
       lastAvailIdx: vring.base,
     });
+    this.#logUsedRing(q, vring);
     const bq = new BlkQueue(q, n, vring.callFd);
     if (TRACE) {
       this.#o.log(
@@ -258,7 +303,20 @@ export class VhostBlkBackend implements VhostUserBackend {
 
   updateQueue(index: number, vring: Readonly<VringConfig>): void {
     const bq = this.#queues[index];
-    if (bq) bq.callFd = vring.callFd ?? -1;
+    if (bq) {
+      bq.callFd = vring.callFd ?? -1;
+      this.#logUsedRing(bq.q, vring);
+    }
+  }
+
+  /** VHOST_VRING_F_LOG: log the ring's used-ring writes at log_guest_addr. */
+  #logUsedRing(q: SplitVirtqueue, vring: Readonly<VringConfig>): void {
+    const on = (vring.addr.flags & (1 << VHOST_VRING_F_LOG)) !== 0;
+    // An address past 2^53 cannot be logged: mark() reports it once.
+    const at = vring.addr.logGuestAddr > BigInt(Number.MAX_SAFE_INTEGER)
+      ? Number.MAX_SAFE_INTEGER
+      : Number(vring.addr.logGuestAddr);
+    q.logUsedRing(on ? this.#dirty : null, at);
   }
 
   stopQueue(index: number): number {
@@ -313,6 +371,7 @@ export class VhostBlkBackend implements VhostUserBackend {
   reset(): void {
     this.#queues = [];
     this.#negotiated = 0n;
+    this.#logAll = false;
   }
 
   // ---- data path ----
@@ -458,10 +517,33 @@ export class VhostBlkBackend implements VhostUserBackend {
   #finish(bq: BlkQueue, slot: number, status: number): void {
     const memory = this.#memory;
     const req = bq.reqs[slot] as BlkRequest;
-    if (memory !== null) req.writeStatus(memory, status);
+    if (memory !== null) {
+      req.writeStatus(memory, status);
+      if (this.#logAll) this.#logWrites(req, memory);
+    }
+    // The virtqueue logs the used-ring writes itself (VHOST_VRING_F_LOG).
     bq.q.pushUsed(bq.heads[slot] as number, req.usedLength(status));
     bq.free.push(slot);
     this.#notify(bq);
+  }
+
+  /**
+   * Marks what the request wrote into guest memory: the data of an IN or
+   * GET_ID (whatever its status: a failed read may have filled part of the
+   * buffers) and the status byte. Called after those writes.
+   */
+  #logWrites(req: BlkRequest, memory: GuestMemory): void {
+    const log = this.#dirty;
+    if (req.type === VIRTIO_BLK_T_IN || req.type === VIRTIO_BLK_T_GET_ID) {
+      for (let i = 0; i < req.dataCount; i++) {
+        const region = req.dataRegion[i] as number;
+        log.mark(
+          memory.regionGpa(region) + (req.dataOffset[i] as number),
+          req.dataLen[i] as number,
+        );
+      }
+    }
+    if (req.statusRegion >= 0) log.mark(memory.regionGpa(req.statusRegion) + req.statusOffset, 1);
   }
 
   /** The 8-byte eventfd increment for a call notification, made once. */
@@ -471,6 +553,7 @@ export class VhostBlkBackend implements VhostUserBackend {
     const need = bq.q.needsNotification();
     if (TRACE) this.#o.log(`vhost-blk trace: completion, call fd ${bq.callFd}, notify ${need}`);
     if (bq.callFd >= 0 && need) sym.write(bq.callFd, this.#one, 8n);
+    this.#dirty.signal();
   }
 
   #deviceError(index: number, e: unknown): void {
@@ -490,12 +573,19 @@ export class VhostBlkBackend implements VhostUserBackend {
   close(): void {
     if (this.#closing) return;
     this.#closing = true;
+    const d = this.#dirty.stats;
+    if (d.bases > 0) {
+      this.#o.log(
+        `vhost-blk ${this.#desc.bdev.name}: dirty log at close: ${this.#dirty.summary()}`,
+      );
+    }
     for (let i = 0; i < this.#queues.length; i++) this.stopQueue(i);
     this.#o.reactor.removePoller(this.#poller);
     if (this.#ioInFlight === 0) this.#release();
   }
 
   #release(): void {
+    this.#dirty.close();
     this.#o.reactor.unregisterCqeHandler(this.#cqeHandler);
     this.#ch.close();
     this.#desc.close();

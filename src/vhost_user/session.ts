@@ -11,10 +11,12 @@ import { VhostUserError } from "./errors.ts";
 import {
   featureBit,
   type InflightDescription,
+  type LogDescription,
   MAX_MEM_REGIONS,
   type MemoryRegion,
   requestName,
   VHOST_USER_F_PROTOCOL_FEATURES,
+  VHOST_VRING_F_LOG,
   VhostUserProtocolFeature as P,
   VhostUserRequest as R,
   type VringAddr,
@@ -95,6 +97,14 @@ export interface VhostUserBackend {
   getInflightFd?(numQueues: number, queueSize: number): InflightArea;
   /** Takes the inflight area back after a restart; owns `fd`. */
   setInflightFd?(inflight: InflightDescription, fd: number): void;
+  /**
+   * SET_LOG_BASE: maps the dirty log `fd` (size and offset from `log`) and
+   * replaces the previous log (needed to offer LOG_SHMFD); owns `fd`.
+   * Returns once writes are logged into the new log.
+   */
+  setLogBase?(log: LogDescription, fd: number): void;
+  /** SET_LOG_FD: an eventfd to signal after logging; owns `fd`. */
+  setLogFd?(fd: number): void;
 }
 
 /** What the caller does after one message. */
@@ -234,7 +244,9 @@ export class VhostUserSession {
     const inflight = backend.getInflightFd !== undefined && backend.setInflightFd !== undefined
       ? featureBit(P.INFLIGHT_SHMFD)
       : 0n;
-    this.#offeredProtocol = backend.protocolFeatures & (SESSION_PROTOCOL_FEATURES | inflight);
+    const logShmfd = backend.setLogBase !== undefined ? featureBit(P.LOG_SHMFD) : 0n;
+    this.#offeredProtocol = backend.protocolFeatures &
+      (SESSION_PROTOCOL_FEATURES | inflight | logShmfd);
     this.#maxMemSlots = backend.maxMemSlots ?? MAX_MEM_REGIONS;
     this.#vrings = Array.from({ length: backend.numQueues }, newVring);
   }
@@ -521,8 +533,33 @@ export class VhostUserSession {
       }
       case R.SET_VRING_ADDR: {
         if (b.type !== "vringAddr") break;
-        const v = this.#stopped(m.request, b.addr.index);
-        v.addr = { ...b.addr };
+        const a = b.addr;
+        const v = this.#queue(m.request, a.index);
+        if ((a.flags & ~(1 << VHOST_VRING_F_LOG)) !== 0) {
+          throw new VhostUserError(
+            "badPayload",
+            `${name} sets undefined flags 0x${a.flags.toString(16)}`,
+          );
+        }
+        if (v.started) {
+          // Live migration turns used-ring logging on and off on running
+          // rings (VHOST_VRING_F_LOG, log_guest_addr): that is all that may
+          // change while the ring runs.
+          const o = v.addr;
+          if (
+            o.descUserAddr !== a.descUserAddr || o.availUserAddr !== a.availUserAddr ||
+            o.usedUserAddr !== a.usedUserAddr
+          ) {
+            throw new VhostUserError(
+              "illegalState",
+              `${name} moves queue ${a.index}'s rings while it is started`,
+            );
+          }
+          v.addr = { ...a };
+          this.#backend.updateQueue(a.index, snapshot(v));
+          return NOTHING;
+        }
+        v.addr = { ...a };
         v.addrSet = true;
         return NOTHING;
       }
@@ -633,6 +670,28 @@ export class VhostUserSession {
           replyFds: [area.fd],
           closeFds: [],
         };
+      }
+      case R.SET_LOG_BASE: {
+        const fd = m.fds[0];
+        if (b.type !== "log" || fd === undefined || this.#backend.setLogBase === undefined) {
+          break;
+        }
+        handOver();
+        this.#backend.setLogBase(b.log, fd);
+        // QEMU waits for this reply (with LOG_SHMFD) before it relies on the
+        // new log; its payload is not specified: a u64 0, as libvhost-user.
+        return this.#reply(replyU64(m.request, 0n));
+      }
+      case R.SET_LOG_FD: {
+        const fd = m.fds[0];
+        if (fd === undefined) break;
+        handOver();
+        if (this.#backend.setLogFd === undefined) {
+          // Optional (the front-end may be told of log updates through it): unused here.
+          return { reply: null, replyFds: [], closeFds: [fd] };
+        }
+        this.#backend.setLogFd(fd);
+        return NOTHING;
       }
       case R.SET_INFLIGHT_FD: {
         const fd = m.fds[0];
