@@ -47,6 +47,8 @@ export interface VirtioDriverOptions {
   eventIdx?: boolean;
   /** Negotiate VIRTIO_F_INDIRECT_DESC. */
   indirectDesc?: boolean;
+  /** Use these bytes as guest memory (e.g. a mapped memfd a backend maps too); zeroed here. */
+  bytes?: Uint8Array;
 }
 
 /** A buffer placed by {@linkcode VirtioDriver.addChain}. */
@@ -76,9 +78,10 @@ export class VirtioDriver {
   constructor(o: VirtioDriverOptions) {
     this.size = o.queueSize;
     this.gpaBase = o.gpaBase ?? 0x10_0000;
-    const memoryBytes = o.memoryBytes ?? 4 << 20;
-    this.bytes = new Uint8Array(memoryBytes);
-    this.#view = new DataView(this.bytes.buffer);
+    const memoryBytes = o.bytes?.byteLength ?? o.memoryBytes ?? 4 << 20;
+    this.bytes = o.bytes ?? new Uint8Array(memoryBytes);
+    this.bytes.fill(0);
+    this.#view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
     this.memory = new GuestMemory([{
       gpa: this.gpaBase,
       size: memoryBytes,
