@@ -41,14 +41,14 @@ export interface VirtioDriverOptions {
   queueSize: number;
   /** Guest memory in bytes (one region); default 4 MiB. */
   memoryBytes?: number;
-  /** The guest memory itself (a mapped memfd, say); default a new buffer of `memoryBytes`. */
-  bytes?: Uint8Array;
   /** Guest physical address of the region; default 0x10_0000. */
   gpaBase?: number;
   /** Negotiate VIRTIO_F_EVENT_IDX. */
   eventIdx?: boolean;
   /** Negotiate VIRTIO_F_INDIRECT_DESC. */
   indirectDesc?: boolean;
+  /** Use these bytes as guest memory (e.g. a mapped memfd a backend maps too); zeroed here. */
+  bytes?: Uint8Array;
 }
 
 /** A buffer placed by {@linkcode VirtioDriver.addChain}. */
@@ -80,6 +80,7 @@ export class VirtioDriver {
     this.gpaBase = o.gpaBase ?? 0x10_0000;
     const memoryBytes = o.bytes?.byteLength ?? o.memoryBytes ?? 4 << 20;
     this.bytes = o.bytes ?? new Uint8Array(memoryBytes);
+    this.bytes.fill(0);
     this.#view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
     this.memory = new GuestMemory([{
       gpa: this.gpaBase,

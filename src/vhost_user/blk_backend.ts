@@ -23,10 +23,10 @@ import {
   type BdevRegistry,
   pollerName,
 } from "../bdev/mod.ts";
-import { type Mapping, mapShared } from "../../ffi/memory.ts";
+import { type Mapping, mapShared, memfdCreate } from "../../ffi/memory.ts";
 import { sym } from "../../ffi/libc.ts";
 import { Reactor } from "../reactor/reactor.ts";
-import { GuestMemory } from "../virtio/guest_memory.ts";
+import { GuestAddress, GuestMemory } from "../virtio/guest_memory.ts";
 import { SplitVirtqueue } from "../virtio/virtqueue.ts";
 import { VirtqueueError } from "../virtio/error.ts";
 import {
@@ -57,15 +57,16 @@ import {
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_VERSION_1,
 } from "../virtio/blk.ts";
-import type { LogDescription, MemoryRegion } from "./messages.ts";
+import type { InflightDescription, LogDescription, MemoryRegion } from "./messages.ts";
 import {
   featureBit,
   VHOST_F_LOG_ALL,
   VHOST_VRING_F_LOG,
   VhostUserProtocolFeature as P,
 } from "./messages.ts";
+import type { InflightArea as InflightReply, VhostUserBackend, VringConfig } from "./session.ts";
+import { InflightArea, inflightAreaBytes, InflightQueue } from "./inflight.ts";
 import { DirtyLog, type DirtyLogStats } from "./dirty_log.ts";
-import type { VhostUserBackend, VringConfig } from "./session.ts";
 
 const POLLIN = 0x001;
 /** SLUICE_VHOST_TRACE=1 logs kicks and completions: for debugging a front-end. */
@@ -74,6 +75,8 @@ const TRACE = Deno.env.get("SLUICE_VHOST_TRACE") === "1";
 const SEG_MAX = 126;
 const MAX_QUEUE_SIZE = 1024;
 const RANGES_MAX = 16;
+/** How long GET_VRING_BASE (and a graceful stop) waits for a queue's requests on the bdev. */
+const DRAIN_TIMEOUT_MS = 10_000;
 
 /** Options of a vhost-user-blk device. */
 export interface VhostBlkOptions {
@@ -83,6 +86,13 @@ export interface VhostBlkOptions {
   numQueues: number;
   readOnly: boolean;
   log: (msg: string) => void;
+  /** Longest wait for a queue's bdev requests when it stops cleanly; default 10 s. */
+  drainTimeoutMs?: number;
+}
+
+/** Which queue and slot a BdevIo serves: made once per slot when a queue starts. */
+class SlotRef {
+  constructor(readonly bq: BlkQueue, readonly index: number, readonly slot: number) {}
 }
 
 /** One started virtqueue with its requests. */
@@ -97,6 +107,13 @@ class BlkQueue {
   callFd: number;
   stopped = false;
   readonly kickBuf = new Uint8Array(8);
+  // ---- hot upgrade: inflight tracking and clean stop ----
+  /** This queue's region of the inflight area (INFLIGHT_SHMFD), or null. */
+  inflight: InflightQueue | null = null;
+  /** No new requests are taken: the queue is stopping once `inFlight` reaches 0. */
+  draining = false;
+  /** Resolves a pending drain. */
+  drained: (() => void) | null = null;
 
   constructor(q: SplitVirtqueue, num: number, callFd: number | null) {
     this.q = q;
@@ -110,7 +127,7 @@ class BlkQueue {
 export class VhostBlkBackend implements VhostUserBackend {
   readonly features: bigint;
   readonly protocolFeatures: bigint = featureBit(P.MQ) | featureBit(P.REPLY_ACK) |
-    featureBit(P.CONFIG) | featureBit(P.LOG_SHMFD);
+    featureBit(P.CONFIG) | featureBit(P.INFLIGHT_SHMFD) | featureBit(P.LOG_SHMFD);
   readonly numQueues: number;
   readonly maxQueueSize = MAX_QUEUE_SIZE;
   readonly #o: VhostBlkOptions;
@@ -249,18 +266,21 @@ export class VhostBlkBackend implements VhostUserBackend {
     };
     const n = vring.num;
     const eventIdx = (this.#negotiated & (1n << BigInt(VIRTIO_F_EVENT_IDX))) !== 0n;
+    const usedAddr = gpa(vring.addr.usedUserAddr, 6 + 8 * n, "used ring");
+    const { inflight, resubmit, lastAvailIdx } = this.#recoverInflight(index, vring, usedAddr);
     const q = SplitVirtqueue.create({
       size: n,
       descAddr: gpa(vring.addr.descUserAddr, 16 * n, "descriptor table"),
       availAddr: gpa(vring.addr.availUserAddr, 6 + 2 * n, "available ring"),
-      usedAddr: gpa(vring.addr.usedUserAddr, 6 + 8 * n, "used ring"),
+      usedAddr,
       memory,
       eventIdx,
       indirectDesc: (this.#negotiated & (1n << BigInt(VIRTIO_F_INDIRECT_DESC))) !== 0n,
-      lastAvailIdx: vring.base,
+      lastAvailIdx,
     });
     this.#logUsedRing(q, vring);
     const bq = new BlkQueue(q, n, vring.callFd);
+    bq.inflight = inflight;
     if (TRACE) {
       this.#o.log(
         `vhost-blk trace: start queue ${index} size ${n} kick ${vring.kickFd} call ${vring.callFd}`,
@@ -269,13 +289,168 @@ export class VhostBlkBackend implements VhostUserBackend {
     for (let i = 0; i < n; i++) {
       bq.reqs.push(new BlkRequest(n, RANGES_MAX));
       bq.iovs.push([]);
-      const io = new BdevIo(this.#onIoDone, null);
-      io.ctx = (index << 16) | i;
-      bq.ios.push(io);
+      bq.ios.push(new BdevIo(this.#onIoDone, new SlotRef(bq, index, i)));
     }
     this.#queues[index] = bq;
+    // Requests a previous back-end took and never returned go first, in the order it took them.
+    for (const head of resubmit) this.#take(index, bq, head, memory);
     if (vring.kickFd !== null) this.#armKick(index, vring.kickFd);
+    // Kicks that came while no back-end listened may be lost: look at the ring now.
+    this.#serve(index, bq);
     this.#o.reactor.wake();
+  }
+
+  // ---- hot upgrade: the inflight area and clean stops ----
+
+  #inflightMap: Mapping | null = null;
+  #inflightArea: InflightArea | null = null;
+
+  /**
+   * With an inflight area: checks queue `index`'s region against the ring and
+   * returns what the previous back-end left in flight, and where to resume.
+   * @throws {Error} naming the queue when the region is inconsistent
+   */
+  #recoverInflight(
+    index: number,
+    vring: Readonly<VringConfig>,
+    usedAddr: number,
+  ): { inflight: InflightQueue | null; resubmit: number[]; lastAvailIdx: number } {
+    const area = this.#inflightArea;
+    const memory = this.#memory;
+    if (area === null || memory === null) {
+      return { inflight: null, resubmit: [], lastAvailIdx: vring.base };
+    }
+    const name = this.#desc.bdev.name;
+    try {
+      const iq = area.queue(index, vring.num);
+      const at = new GuestAddress();
+      if (!memory.translate(usedAddr, 4, at)) throw new Error("used ring is not in guest memory");
+      const usedIdx = memory.view(at.region).getUint16(at.offset + 2, true);
+      const heads = iq.recover(usedIdx);
+      if (heads === null) return { inflight: iq, resubmit: [], lastAvailIdx: vring.base };
+      const lastAvailIdx = (usedIdx + heads.length) & 0xffff;
+      if (heads.length > 0 || lastAvailIdx !== vring.base) {
+        this.#o.log(
+          `vhost-blk ${name}: queue ${index}: resubmitting ${heads.length} in-flight request(s) ` +
+            `from the inflight area (used idx ${usedIdx}, resuming the available ring at ` +
+            `${lastAvailIdx}; the front-end said ${vring.base})`,
+        );
+      }
+      return { inflight: iq, resubmit: heads, lastAvailIdx };
+    } catch (e) {
+      const msg = `vhost-blk ${name}: queue ${index}: bad inflight area: ${
+        e instanceof Error ? e.message : e
+      }`;
+      this.#o.log(msg);
+      throw new Error(msg);
+    }
+  }
+
+  getInflightFd(numQueues: number, queueSize: number): InflightReply {
+    this.#checkInflightShape(numQueues, queueSize);
+    const bytes = inflightAreaBytes(numQueues, queueSize);
+    const fd = memfdCreate("sluice-inflight", bytes);
+    try {
+      // Keep it mapped too: QEMU normally hands the same fd back with SET_INFLIGHT_FD.
+      const m = mapShared(fd, bytes, 0);
+      this.#setInflightArea(m, InflightArea.format(m.bytes(), numQueues, queueSize));
+    } catch (e) {
+      sym.close(fd);
+      throw e;
+    }
+    return { fd, mmapSize: BigInt(bytes), mmapOffset: 0n };
+  }
+
+  setInflightFd(d: InflightDescription, fd: number): void {
+    try {
+      this.#checkInflightShape(d.numQueues, d.queueSize);
+      const need = inflightAreaBytes(d.numQueues, d.queueSize);
+      const size = Number(d.mmapSize);
+      const off = Number(d.mmapOffset);
+      if (!Number.isSafeInteger(size) || size < need || size > need + (1 << 20)) {
+        throw new Error(
+          `SET_INFLIGHT_FD mmap_size ${d.mmapSize} does not fit ${d.numQueues} queue(s) ` +
+            `of ${d.queueSize} (${need} bytes)`,
+        );
+      }
+      if (!Number.isSafeInteger(off) || off < 0 || off > 1 << 30) {
+        throw new Error(`SET_INFLIGHT_FD mmap_offset ${d.mmapOffset} is out of range`);
+      }
+      const started = this.#queues.findIndex((q) => q !== null && q !== undefined);
+      if (started >= 0) throw new Error(`SET_INFLIGHT_FD while queue ${started} is started`);
+      // Map from offset 0 so an offset that is not page-aligned still works; mapShared
+      // refuses a range past the end of the file (which would SIGBUS us).
+      const m = mapShared(fd, off + size, 0);
+      try {
+        this.#setInflightArea(m, new InflightArea(m.bytes(off, size), d.numQueues, d.queueSize));
+      } catch (e) {
+        m.unmap();
+        throw e;
+      }
+    } finally {
+      sym.close(fd);
+    }
+  }
+
+  #checkInflightShape(numQueues: number, queueSize: number): void {
+    if (numQueues < 1 || numQueues > this.numQueues) {
+      throw new Error(`inflight area for ${numQueues} queues; the device has ${this.numQueues}`);
+    }
+    if (queueSize < 1 || queueSize > MAX_QUEUE_SIZE || (queueSize & (queueSize - 1)) !== 0) {
+      throw new Error(
+        `inflight area for queue size ${queueSize}: not a power of two up to ${MAX_QUEUE_SIZE}`,
+      );
+    }
+  }
+
+  #setInflightArea(m: Mapping, area: InflightArea): void {
+    this.#inflightMap?.unmap();
+    this.#inflightMap = m;
+    this.#inflightArea = area;
+  }
+
+  #dropInflightArea(): void {
+    this.#inflightMap?.unmap();
+    this.#inflightMap = null;
+    this.#inflightArea = null;
+  }
+
+  /**
+   * Stops taking requests from queue `index` and resolves once every request
+   * it has on the bdev is on the used ring and the driver has been signalled
+   * (GET_VRING_BASE and graceful shutdown come here before stopQueue). A bdev
+   * that does not answer within the drain timeout is logged and left: its
+   * requests stay in flight (and in the inflight area, for the next start).
+   */
+  drainQueue(index: number): Promise<void> {
+    const bq = this.#queues[index];
+    if (bq === null || bq === undefined || bq.stopped) return Promise.resolve();
+    bq.draining = true;
+    if (bq.inFlight === 0) return Promise.resolve();
+    const waiting = bq.inFlight;
+    const name = this.#desc.bdev.name;
+    const timeoutMs = this.#o.drainTimeoutMs ?? DRAIN_TIMEOUT_MS;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        bq.drained = null;
+        this.#o.log(
+          `vhost-blk ${name}: queue ${index}: ${bq.inFlight} of ${waiting} request(s) still ` +
+            `on the bdev after ${timeoutMs} ms; stopping without them (they stay in flight)`,
+        );
+        resolve();
+      }, timeoutMs);
+      bq.drained = () => {
+        clearTimeout(timer);
+        bq.drained = null;
+        // The completions may all have been suppressed by EVENT_IDX: one more interrupt is
+        // harmless, a missed one would leave the driver waiting on a stopped queue.
+        if (bq.callFd >= 0) sym.write(bq.callFd, this.#one, 8n);
+        this.#o.log(
+          `vhost-blk ${name}: queue ${index}: drained ${waiting} request(s) before stopping`,
+        );
+        resolve();
+      };
+    });
   }
 
   #kickFds: number[] = [];
@@ -323,6 +498,14 @@ export class VhostBlkBackend implements VhostUserBackend {
     const bq = this.#queues[index];
     if (bq === null || bq === undefined) return 0;
     bq.stopped = true;
+    if (bq.inFlight > 0 && !this.#closing) {
+      this.#o.log(
+        `vhost-blk ${this.#desc.bdev.name}: queue ${index} stopped with ${bq.inFlight} ` +
+          `request(s) on the bdev; their completions are dropped${
+            bq.inflight === null ? "" : " (they stay in the inflight area)"
+          }`,
+      );
+    }
     this.#queues[index] = null;
     const r = this.#o.reactor;
     if (this.#kickFds[index] !== undefined) {
@@ -334,8 +517,8 @@ export class VhostBlkBackend implements VhostUserBackend {
       delete this.#kickFds[index];
       r.wake();
     }
-    // Requests still on the bdev complete into a stopped queue and are dropped;
-    // the front-end resubmits from the returned base (no inflight tracking yet).
+    // Requests still on the bdev complete into a stopped queue and are dropped: with
+    // inflight tracking they stay marked in the area and the next start resubmits them.
     return bq.q.lastAvailIdx;
   }
 
@@ -372,6 +555,8 @@ export class VhostBlkBackend implements VhostUserBackend {
     this.#queues = [];
     this.#negotiated = 0n;
     this.#logAll = false;
+    // QEMU frees its inflight area on a device reset and sends a new one at the next start.
+    this.#dropInflightArea();
   }
 
   // ---- data path ----
@@ -388,7 +573,7 @@ export class VhostBlkBackend implements VhostUserBackend {
 
   #serve(index: number, bq: BlkQueue): number {
     const memory = this.#memory;
-    if (memory === null || bq.stopped || bq.q.broken) return 0;
+    if (memory === null || bq.stopped || bq.draining || bq.q.broken) return 0;
     let work = 0;
     for (;;) {
       if (bq.free.length === 0) break;
@@ -412,30 +597,52 @@ export class VhostBlkBackend implements VhostUserBackend {
         if (head < 0) break;
       }
       work++;
-      const slot = bq.free.pop() as number;
-      bq.heads[slot] = head;
-      const req = bq.reqs[slot] as BlkRequest;
-      try {
-        bq.q.walkChain(head);
-      } catch (e) {
-        if (!(e instanceof VirtqueueError)) throw e;
-        // A bad chain fails this request only; we cannot know its status byte.
-        this.#o.log(
-          `vhost-blk: queue ${index}: bad descriptor chain at head ${head}: ${e.message}`,
-        );
-        bq.free.push(slot);
-        bq.q.pushUsed(head, 0);
-        this.#notify(bq);
-        continue;
-      }
-      const st = req.parse(bq.q, this.#limits);
-      if (st !== VIRTIO_BLK_S_OK) {
-        this.#finish(bq, slot, st === BLK_NO_STATUS ? VIRTIO_BLK_S_IOERR : st);
-        continue;
-      }
-      this.#submit(index, bq, slot, req, memory);
+      bq.inflight?.setInflight(head);
+      this.#take(index, bq, head, memory);
     }
     return work;
+  }
+
+  /** Starts the request whose chain begins at `head` (taken and, if tracked, marked in flight). */
+  #take(index: number, bq: BlkQueue, head: number, memory: GuestMemory): void {
+    const slot = bq.free.pop() as number;
+    bq.heads[slot] = head;
+    const req = bq.reqs[slot] as BlkRequest;
+    try {
+      bq.q.walkChain(head);
+    } catch (e) {
+      if (!(e instanceof VirtqueueError)) throw e;
+      // A bad chain fails this request only; we cannot know its status byte.
+      this.#o.log(
+        `vhost-blk: queue ${index}: bad descriptor chain at head ${head}: ${e.message}`,
+      );
+      bq.free.push(slot);
+      this.#pushUsed(bq, head, 0);
+      this.#notify(bq);
+      return;
+    }
+    const st = req.parse(bq.q, this.#limits);
+    if (st !== VIRTIO_BLK_S_OK) {
+      this.#finish(bq, slot, st === BLK_NO_STATUS ? VIRTIO_BLK_S_IOERR : st);
+      return;
+    }
+    this.#submit(index, bq, slot, req, memory);
+  }
+
+  /**
+   * Puts `head` on the used ring, with the spec's inflight bookkeeping around
+   * it: a crash before the ring update leaves the head in flight (resubmitted
+   * later), one after it is repaired from last_batch_head at the next start.
+   */
+  #pushUsed(bq: BlkQueue, head: number, len: number): void {
+    const inflight = bq.inflight;
+    if (inflight === null) {
+      bq.q.pushUsed(head, len);
+      return;
+    }
+    inflight.beforeUsed(head);
+    bq.q.pushUsed(head, len);
+    inflight.afterUsed(head, bq.q.usedIdx);
   }
 
   #submit(index: number, bq: BlkQueue, slot: number, req: BlkRequest, memory: GuestMemory): void {
@@ -503,15 +710,24 @@ export class VhostBlkBackend implements VhostUserBackend {
       if (this.#ioInFlight === 0) this.#release();
       return;
     }
-    const tag = io.ctx as number;
-    const bq = this.#queues[tag >>> 16];
-    if (bq === null || bq === undefined) return; // queue stopped meanwhile
+    const ref = io.ctx as SlotRef;
+    const bq = ref.bq;
     bq.inFlight--;
+    // A stopped queue's rings belong to the front-end again: drop (the request stays in flight).
+    // Its read data did land in guest memory, though: while migrating, say so.
+    if (bq.stopped) {
+      const memory = this.#memory;
+      if (this.#logAll && memory !== null) {
+        this.#logWrites(bq.reqs[ref.slot] as BlkRequest, memory, false);
+      }
+      return;
+    }
     this.#finish(
       bq,
-      tag & 0xffff,
+      ref.slot,
       io.status === BdevIoStatus.Success ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR,
     );
+    if (bq.inFlight === 0 && bq.drained !== null) bq.drained();
   };
 
   #finish(bq: BlkQueue, slot: number, status: number): void {
@@ -522,7 +738,7 @@ export class VhostBlkBackend implements VhostUserBackend {
       if (this.#logAll) this.#logWrites(req, memory);
     }
     // The virtqueue logs the used-ring writes itself (VHOST_VRING_F_LOG).
-    bq.q.pushUsed(bq.heads[slot] as number, req.usedLength(status));
+    this.#pushUsed(bq, bq.heads[slot] as number, req.usedLength(status));
     bq.free.push(slot);
     this.#notify(bq);
   }
@@ -530,9 +746,9 @@ export class VhostBlkBackend implements VhostUserBackend {
   /**
    * Marks what the request wrote into guest memory: the data of an IN or
    * GET_ID (whatever its status: a failed read may have filled part of the
-   * buffers) and the status byte. Called after those writes.
+   * buffers) and, with `status`, the status byte. Called after those writes.
    */
-  #logWrites(req: BlkRequest, memory: GuestMemory): void {
+  #logWrites(req: BlkRequest, memory: GuestMemory, status = true): void {
     const log = this.#dirty;
     if (req.type === VIRTIO_BLK_T_IN || req.type === VIRTIO_BLK_T_GET_ID) {
       for (let i = 0; i < req.dataCount; i++) {
@@ -543,7 +759,9 @@ export class VhostBlkBackend implements VhostUserBackend {
         );
       }
     }
-    if (req.statusRegion >= 0) log.mark(memory.regionGpa(req.statusRegion) + req.statusOffset, 1);
+    if (status && req.statusRegion >= 0) {
+      log.mark(memory.regionGpa(req.statusRegion) + req.statusOffset, 1);
+    }
   }
 
   /** The 8-byte eventfd increment for a call notification, made once. */
@@ -570,8 +788,8 @@ export class VhostBlkBackend implements VhostUserBackend {
    * Frees everything (the front-end is gone). Guest memory and the bdev
    * channel stay until the last I/O on them has come back.
    */
-  close(): void {
-    if (this.#closing) return;
+  close(): Promise<void> {
+    if (this.#closing) return this.#released.promise;
     this.#closing = true;
     const d = this.#dirty.stats;
     if (d.bases > 0) {
@@ -582,6 +800,15 @@ export class VhostBlkBackend implements VhostUserBackend {
     for (let i = 0; i < this.#queues.length; i++) this.stopQueue(i);
     this.#o.reactor.removePoller(this.#poller);
     if (this.#ioInFlight === 0) this.#release();
+    return this.#released.promise;
+  }
+
+  /** Resolved once close() has released everything (the last bdev I/O came back). */
+  readonly #released = Promise.withResolvers<void>();
+
+  /** Requests on the bdev now, across queues. */
+  get ioInFlight(): number {
+    return this.#ioInFlight;
   }
 
   #release(): void {
@@ -590,5 +817,7 @@ export class VhostBlkBackend implements VhostUserBackend {
     this.#ch.close();
     this.#desc.close();
     this.#unmapAll();
+    this.#dropInflightArea();
+    this.#released.resolve();
   }
 }

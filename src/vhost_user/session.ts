@@ -83,6 +83,13 @@ export interface VhostUserBackend {
   startQueue(index: number, vring: Readonly<VringConfig>): void;
   /** Stops queue `index` and returns the next available index to process (the vring base). */
   stopQueue(index: number): number;
+  /**
+   * Before a clean stop (GET_VRING_BASE, graceful shutdown): stop taking new
+   * requests from queue `index` and resolve once those already taken are on
+   * the used ring, so {@link stopQueue} drops nothing. Must resolve (bounded
+   * by the backend) and never reject. Without it, stopQueue drops them.
+   */
+  drainQueue?(index: number): Promise<void>;
   /** A started queue's enable state, call or err fd changed. */
   updateQueue(index: number, vring: Readonly<VringConfig>): void;
   /** Device configuration space bytes [offset, offset + size). */
@@ -310,6 +317,36 @@ export class VhostUserSession {
       }
       throw e;
     }
+  }
+
+  /**
+   * {@link handle} for a server: a GET_VRING_BASE that stops a started queue
+   * first waits for that queue's requests to reach the used ring (the
+   * backend's drainQueue), so the reply's base leaves nothing in flight. The
+   * caller must not handle the connection's next message before this settles.
+   */
+  async handleAsync(message: VhostUserMessage): Promise<SessionOutput> {
+    const b = message.body;
+    if (
+      message.request === R.GET_VRING_BASE && b.type === "vringState" && this.#owner &&
+      this.#backend.drainQueue !== undefined && this.#vrings[b.state.index]?.started === true
+    ) {
+      await this.#backend.drainQueue(b.state.index);
+    }
+    return this.handle(message);
+  }
+
+  /**
+   * Graceful end (back-end shutdown or upgrade): drains every started queue
+   * as GET_VRING_BASE would, so the front-end finds all requests taken so
+   * far on the used ring. The queues stay started; {@link close} stops them.
+   */
+  async quiesce(): Promise<void> {
+    const drain = this.#backend.drainQueue?.bind(this.#backend);
+    if (drain === undefined) return;
+    await Promise.all(
+      this.#vrings.map((v, i) => v.started ? drain(i) : Promise.resolve()),
+    );
   }
 
   /**
