@@ -19,6 +19,11 @@
  * a removed region is unmapped once no I/O of its epoch or an older one is
  * left. A started queue whose rings lie in a removed region is stopped (logged):
  * it cannot be served any more.
+ *
+ * Live migration: with VHOST_F_LOG_ALL negotiated and a log given by
+ * SET_LOG_BASE, every write into guest memory (IN data, GET_ID, status
+ * bytes) is marked in the dirty log after it lands, and so are used-ring
+ * writes of rings whose VHOST_VRING_F_LOG flag is set (dirty_log.ts).
  * @module
  */
 import {
@@ -29,7 +34,7 @@ import {
   type BdevRegistry,
   pollerName,
 } from "../bdev/mod.ts";
-import { type Mapping, mapShared, PAGE_SIZE } from "../../ffi/memory.ts";
+import { type Mapping, mapShared, memfdCreate, PAGE_SIZE } from "../../ffi/memory.ts";
 import { sym } from "../../ffi/libc.ts";
 import { Reactor } from "../reactor/reactor.ts";
 import { GuestAddress, GuestMemory } from "../virtio/guest_memory.ts";
@@ -63,9 +68,16 @@ import {
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_VERSION_1,
 } from "../virtio/blk.ts";
-import type { MemoryRegion } from "./messages.ts";
-import { featureBit, VhostUserProtocolFeature as P } from "./messages.ts";
-import type { VhostUserBackend, VringConfig } from "./session.ts";
+import type { InflightDescription, LogDescription, MemoryRegion } from "./messages.ts";
+import {
+  featureBit,
+  VHOST_F_LOG_ALL,
+  VHOST_VRING_F_LOG,
+  VhostUserProtocolFeature as P,
+} from "./messages.ts";
+import type { InflightArea as InflightReply, VhostUserBackend, VringConfig } from "./session.ts";
+import { InflightArea, inflightAreaBytes, InflightQueue } from "./inflight.ts";
+import { DirtyLog, type DirtyLogStats } from "./dirty_log.ts";
 
 const POLLIN = 0x001;
 /** #pop results besides a head or -1. */
@@ -86,8 +98,8 @@ const MEM_SLOTS = 32;
 const MEM_SLOT_CAPACITY = 2 * MEM_SLOTS;
 /** I/O epochs tracked at once (see the module note). */
 const EPOCHS = 64;
-/** `io.ctx` is `epochSlot * CTX_EPOCH + (queue << 16 | request slot)`. */
-const CTX_EPOCH = 0x100_0000;
+/** How long GET_VRING_BASE (and a graceful stop) waits for a queue's requests on the bdev. */
+const DRAIN_TIMEOUT_MS = 10_000;
 
 /** Options of a vhost-user-blk device. */
 export interface VhostBlkOptions {
@@ -97,6 +109,19 @@ export interface VhostBlkOptions {
   numQueues: number;
   readOnly: boolean;
   log: (msg: string) => void;
+  /** Longest wait for a queue's bdev requests when it stops cleanly; default 10 s. */
+  drainTimeoutMs?: number;
+}
+
+/** Which queue and slot a BdevIo serves: made once per slot when a queue starts. */
+class SlotRef {
+  /** The memory epoch the I/O was submitted in (set at each submission: see the module note). */
+  epoch = 0;
+  /**
+   * @param slot the request slot; a range-pool I/O serves whichever request took it,
+   *   so its slot is set at each submission too
+   */
+  constructor(readonly bq: BlkQueue, readonly index: number, public slot: number) {}
 }
 
 /** One started virtqueue with its requests. */
@@ -119,6 +144,13 @@ class BlkQueue {
   callFd: number;
   stopped = false;
   readonly kickBuf = new Uint8Array(8);
+  // ---- hot upgrade: inflight tracking and clean stop ----
+  /** This queue's region of the inflight area (INFLIGHT_SHMFD), or null. */
+  inflight: InflightQueue | null = null;
+  /** No new requests are taken: the queue is stopping once `inFlight` reaches 0. */
+  draining = false;
+  /** Resolves a pending drain. */
+  drained: (() => void) | null = null;
 
   constructor(q: SplitVirtqueue, num: number, callFd: number | null, ringRegions: number[]) {
     this.q = q;
@@ -136,7 +168,8 @@ class BlkQueue {
 export class VhostBlkBackend implements VhostUserBackend {
   readonly features: bigint;
   readonly protocolFeatures: bigint = featureBit(P.MQ) | featureBit(P.REPLY_ACK) |
-    featureBit(P.CONFIG) | featureBit(P.CONFIGURE_MEM_SLOTS);
+    featureBit(P.CONFIG) | featureBit(P.INFLIGHT_SHMFD) | featureBit(P.LOG_SHMFD) |
+    featureBit(P.CONFIGURE_MEM_SLOTS);
   readonly numQueues: number;
   readonly maxQueueSize = MAX_QUEUE_SIZE;
   readonly maxMemSlots = MEM_SLOTS;
@@ -162,6 +195,10 @@ export class VhostBlkBackend implements VhostUserBackend {
   readonly #id: Uint8Array;
   /** Log prefix naming the device: several controllers share one log. */
   readonly #tag: string;
+  /** The dirty log of live migration (mapped by SET_LOG_BASE). */
+  readonly #dirty: DirtyLog;
+  /** VHOST_F_LOG_ALL negotiated: log every write into guest memory. */
+  #logAll = false;
 
   constructor(o: VhostBlkOptions) {
     this.#o = o;
@@ -180,6 +217,8 @@ export class VhostBlkBackend implements VhostUserBackend {
       VIRTIO_BLK_F_FLUSH,
       VIRTIO_BLK_F_MQ,
     ];
+    // We can log our writes for live migration (dirty_log.ts).
+    bits.push(VHOST_F_LOG_ALL);
     if (o.readOnly) bits.push(VIRTIO_BLK_F_RO);
     if (b.ioTypeSupported(3)) bits.push(VIRTIO_BLK_F_DISCARD);
     if (b.ioTypeSupported(5)) bits.push(VIRTIO_BLK_F_WRITE_ZEROES);
@@ -197,6 +236,7 @@ export class VhostBlkBackend implements VhostUserBackend {
     };
     this.#id = new TextEncoder().encode(b.name.slice(0, 20));
     this.#tag = `vhost-blk ${b.name}`;
+    this.#dirty = new DirtyLog(`vhost-blk ${b.name}`, o.log);
     this.#cqeHandler = o.reactor.registerCqeHandler(this.#onKick);
     this.#poller = pollerName(`vhost-blk:${b.name}`);
     o.reactor.addPoller(this.#poller, this.#poll);
@@ -204,6 +244,32 @@ export class VhostBlkBackend implements VhostUserBackend {
 
   setFeatures(features: bigint): void {
     this.#negotiated = features;
+    const logAll = (features & featureBit(VHOST_F_LOG_ALL)) !== 0n;
+    if (logAll !== this.#logAll) {
+      this.#logAll = logAll;
+      this.#o.log(
+        `vhost-blk ${this.#desc.bdev.name}: dirty logging ${
+          logAll ? "on" : `off (${this.#dirty.summary()})`
+        }`,
+      );
+    }
+  }
+
+  setLogBase(log: LogDescription, fd: number): void {
+    this.#dirty.setBase(fd, log.mmapSize, log.mmapOffset);
+    this.#o.log(
+      `vhost-blk ${this.#desc.bdev.name}: dirty log of ${log.mmapSize} bytes mapped ` +
+        `(covers ${log.mmapSize * 8n * 4096n >> 20n} MiB of guest memory)`,
+    );
+  }
+
+  setLogFd(fd: number): void {
+    this.#dirty.setEventFd(fd);
+  }
+
+  /** Dirty log counters (tests, stats). */
+  get dirtyLogStats(): DirtyLogStats {
+    return this.#dirty.stats;
   }
 
   /**
@@ -394,16 +460,19 @@ export class VhostBlkBackend implements VhostUserBackend {
       gpa(vring.addr.availUserAddr, 6 + 2 * n, "available ring"),
       gpa(vring.addr.usedUserAddr, 6 + 8 * n, "used ring"),
     ];
+    const usedAddr = rings[2] as number;
+    const { inflight, resubmit, lastAvailIdx } = this.#recoverInflight(index, vring, usedAddr);
     const q = SplitVirtqueue.create({
       size: n,
       descAddr: rings[0] as number,
       availAddr: rings[1] as number,
-      usedAddr: rings[2] as number,
+      usedAddr,
       memory,
       eventIdx,
       indirectDesc: (this.#negotiated & (1n << BigInt(VIRTIO_F_INDIRECT_DESC))) !== 0n,
-      lastAvailIdx: vring.base,
+      lastAvailIdx,
     });
+    this.#logUsedRing(q, vring);
     // Where the rings live: a queue stops if one of these regions is removed.
     const at = new GuestAddress();
     const ringRegions = rings.map((addr) => {
@@ -411,6 +480,7 @@ export class VhostBlkBackend implements VhostUserBackend {
       return at.region;
     });
     const bq = new BlkQueue(q, n, vring.callFd, ringRegions);
+    bq.inflight = inflight;
     if (TRACE) {
       this.#o.log(
         `vhost-blk trace: start queue ${index} size ${n} kick ${vring.kickFd} call ${vring.callFd}`,
@@ -419,16 +489,171 @@ export class VhostBlkBackend implements VhostUserBackend {
     for (let i = 0; i < n; i++) {
       bq.reqs.push(new BlkRequest(n, RANGES_MAX));
       bq.iovs.push([]);
-      const io = new BdevIo(this.#onIoDone, null);
-      io.ctx = (index << 16) | i;
-      bq.ios.push(io);
+      bq.ios.push(new BdevIo(this.#onIoDone, new SlotRef(bq, index, i)));
     }
     for (let i = 0; i < Math.min(n, RANGE_PARALLEL_REQS) * (RANGES_MAX - 1); i++) {
-      bq.rangePool.push(new BdevIo(this.#onIoDone, null));
+      bq.rangePool.push(new BdevIo(this.#onIoDone, new SlotRef(bq, index, -1)));
     }
     this.#queues[index] = bq;
+    // Requests a previous back-end took and never returned go first, in the order it took them.
+    for (const head of resubmit) this.#take(index, bq, head, memory);
     if (vring.kickFd !== null) this.#armKick(index, vring.kickFd);
+    // Kicks that came while no back-end listened may be lost: look at the ring now.
+    this.#serve(index, bq);
     this.#o.reactor.wake();
+  }
+
+  // ---- hot upgrade: the inflight area and clean stops ----
+
+  #inflightMap: Mapping | null = null;
+  #inflightArea: InflightArea | null = null;
+
+  /**
+   * With an inflight area: checks queue `index`'s region against the ring and
+   * returns what the previous back-end left in flight, and where to resume.
+   * @throws {Error} naming the queue when the region is inconsistent
+   */
+  #recoverInflight(
+    index: number,
+    vring: Readonly<VringConfig>,
+    usedAddr: number,
+  ): { inflight: InflightQueue | null; resubmit: number[]; lastAvailIdx: number } {
+    const area = this.#inflightArea;
+    const memory = this.#memory;
+    if (area === null) {
+      return { inflight: null, resubmit: [], lastAvailIdx: vring.base };
+    }
+    const name = this.#desc.bdev.name;
+    try {
+      const iq = area.queue(index, vring.num);
+      const at = new GuestAddress();
+      if (!memory.translate(usedAddr, 4, at)) throw new Error("used ring is not in guest memory");
+      const usedIdx = memory.view(at.region).getUint16(at.offset + 2, true);
+      const heads = iq.recover(usedIdx);
+      if (heads === null) return { inflight: iq, resubmit: [], lastAvailIdx: vring.base };
+      const lastAvailIdx = (usedIdx + heads.length) & 0xffff;
+      if (heads.length > 0 || lastAvailIdx !== vring.base) {
+        this.#o.log(
+          `vhost-blk ${name}: queue ${index}: resubmitting ${heads.length} in-flight request(s) ` +
+            `from the inflight area (used idx ${usedIdx}, resuming the available ring at ` +
+            `${lastAvailIdx}; the front-end said ${vring.base})`,
+        );
+      }
+      return { inflight: iq, resubmit: heads, lastAvailIdx };
+    } catch (e) {
+      const msg = `vhost-blk ${name}: queue ${index}: bad inflight area: ${
+        e instanceof Error ? e.message : e
+      }`;
+      this.#o.log(msg);
+      throw new Error(msg);
+    }
+  }
+
+  getInflightFd(numQueues: number, queueSize: number): InflightReply {
+    this.#checkInflightShape(numQueues, queueSize);
+    const bytes = inflightAreaBytes(numQueues, queueSize);
+    const fd = memfdCreate("sluice-inflight", bytes);
+    try {
+      // Keep it mapped too: QEMU normally hands the same fd back with SET_INFLIGHT_FD.
+      const m = mapShared(fd, bytes, 0);
+      this.#setInflightArea(m, InflightArea.format(m.bytes(), numQueues, queueSize));
+    } catch (e) {
+      sym.close(fd);
+      throw e;
+    }
+    return { fd, mmapSize: BigInt(bytes), mmapOffset: 0n };
+  }
+
+  setInflightFd(d: InflightDescription, fd: number): void {
+    try {
+      this.#checkInflightShape(d.numQueues, d.queueSize);
+      const need = inflightAreaBytes(d.numQueues, d.queueSize);
+      const size = Number(d.mmapSize);
+      const off = Number(d.mmapOffset);
+      if (!Number.isSafeInteger(size) || size < need || size > need + (1 << 20)) {
+        throw new Error(
+          `SET_INFLIGHT_FD mmap_size ${d.mmapSize} does not fit ${d.numQueues} queue(s) ` +
+            `of ${d.queueSize} (${need} bytes)`,
+        );
+      }
+      if (!Number.isSafeInteger(off) || off < 0 || off > 1 << 30) {
+        throw new Error(`SET_INFLIGHT_FD mmap_offset ${d.mmapOffset} is out of range`);
+      }
+      const started = this.#queues.findIndex((q) => q !== null && q !== undefined);
+      if (started >= 0) throw new Error(`SET_INFLIGHT_FD while queue ${started} is started`);
+      // Map from offset 0 so an offset that is not page-aligned still works; mapShared
+      // refuses a range past the end of the file (which would SIGBUS us).
+      const m = mapShared(fd, off + size, 0);
+      try {
+        this.#setInflightArea(m, new InflightArea(m.bytes(off, size), d.numQueues, d.queueSize));
+      } catch (e) {
+        m.unmap();
+        throw e;
+      }
+    } finally {
+      sym.close(fd);
+    }
+  }
+
+  #checkInflightShape(numQueues: number, queueSize: number): void {
+    if (numQueues < 1 || numQueues > this.numQueues) {
+      throw new Error(`inflight area for ${numQueues} queues; the device has ${this.numQueues}`);
+    }
+    if (queueSize < 1 || queueSize > MAX_QUEUE_SIZE || (queueSize & (queueSize - 1)) !== 0) {
+      throw new Error(
+        `inflight area for queue size ${queueSize}: not a power of two up to ${MAX_QUEUE_SIZE}`,
+      );
+    }
+  }
+
+  #setInflightArea(m: Mapping, area: InflightArea): void {
+    this.#inflightMap?.unmap();
+    this.#inflightMap = m;
+    this.#inflightArea = area;
+  }
+
+  #dropInflightArea(): void {
+    this.#inflightMap?.unmap();
+    this.#inflightMap = null;
+    this.#inflightArea = null;
+  }
+
+  /**
+   * Stops taking requests from queue `index` and resolves once every request
+   * it has on the bdev is on the used ring and the driver has been signalled
+   * (GET_VRING_BASE and graceful shutdown come here before stopQueue). A bdev
+   * that does not answer within the drain timeout is logged and left: its
+   * requests stay in flight (and in the inflight area, for the next start).
+   */
+  drainQueue(index: number): Promise<void> {
+    const bq = this.#queues[index];
+    if (bq === null || bq === undefined || bq.stopped) return Promise.resolve();
+    bq.draining = true;
+    if (bq.inFlight === 0) return Promise.resolve();
+    const waiting = bq.inFlight;
+    const name = this.#desc.bdev.name;
+    const timeoutMs = this.#o.drainTimeoutMs ?? DRAIN_TIMEOUT_MS;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        bq.drained = null;
+        this.#o.log(
+          `vhost-blk ${name}: queue ${index}: ${bq.inFlight} of ${waiting} request(s) still ` +
+            `on the bdev after ${timeoutMs} ms; stopping without them (they stay in flight)`,
+        );
+        resolve();
+      }, timeoutMs);
+      bq.drained = () => {
+        clearTimeout(timer);
+        bq.drained = null;
+        // The completions may all have been suppressed by EVENT_IDX: one more interrupt is
+        // harmless, a missed one would leave the driver waiting on a stopped queue.
+        if (bq.callFd >= 0) sym.write(bq.callFd, this.#one, 8n);
+        this.#o.log(
+          `vhost-blk ${name}: queue ${index}: drained ${waiting} request(s) before stopping`,
+        );
+        resolve();
+      };
+    });
   }
 
   #kickFds: number[] = [];
@@ -456,17 +681,38 @@ export class VhostBlkBackend implements VhostUserBackend {
 
   updateQueue(index: number, vring: Readonly<VringConfig>): void {
     const bq = this.#queues[index];
-    if (bq) bq.callFd = vring.callFd ?? -1;
+    if (bq) {
+      bq.callFd = vring.callFd ?? -1;
+      this.#logUsedRing(bq.q, vring);
+    }
+  }
+
+  /** VHOST_VRING_F_LOG: log the ring's used-ring writes at log_guest_addr. */
+  #logUsedRing(q: SplitVirtqueue, vring: Readonly<VringConfig>): void {
+    const on = (vring.addr.flags & (1 << VHOST_VRING_F_LOG)) !== 0;
+    // An address past 2^53 cannot be logged: mark() reports it once.
+    const at = vring.addr.logGuestAddr > BigInt(Number.MAX_SAFE_INTEGER)
+      ? Number.MAX_SAFE_INTEGER
+      : Number(vring.addr.logGuestAddr);
+    q.logUsedRing(on ? this.#dirty : null, at);
   }
 
   stopQueue(index: number): number {
     const bq = this.#queues[index];
     if (bq === null || bq === undefined) return 0;
     bq.stopped = true;
+    if (bq.inFlight > 0 && !this.#closing) {
+      this.#o.log(
+        `vhost-blk ${this.#desc.bdev.name}: queue ${index} stopped with ${bq.inFlight} ` +
+          `request(s) on the bdev; their completions are dropped${
+            bq.inflight === null ? "" : " (they stay in the inflight area)"
+          }`,
+      );
+    }
     this.#queues[index] = null;
     this.#cancelKick(index);
-    // Requests still on the bdev complete into a stopped queue and are dropped;
-    // the front-end resubmits from the returned base (no inflight tracking yet).
+    // Requests still on the bdev complete into a stopped queue and are dropped: with
+    // inflight tracking they stay marked in the area and the next start resubmits them.
     return bq.q.lastAvailIdx;
   }
 
@@ -528,6 +774,9 @@ export class VhostBlkBackend implements VhostUserBackend {
   reset(): void {
     this.#queues = [];
     this.#negotiated = 0n;
+    this.#logAll = false;
+    // QEMU frees its inflight area on a device reset and sends a new one at the next start.
+    this.#dropInflightArea();
   }
 
   // ---- data path ----
@@ -544,7 +793,7 @@ export class VhostBlkBackend implements VhostUserBackend {
 
   #serve(index: number, bq: BlkQueue): number {
     const memory = this.#memory;
-    if (bq.stopped || bq.q.broken) return 0;
+    if (bq.stopped || bq.draining || bq.q.broken) return 0;
     let work = 0;
     for (;;) {
       if (bq.free.length === 0) break;
@@ -561,28 +810,8 @@ export class VhostBlkBackend implements VhostUserBackend {
         if (head < 0) break;
       }
       work++;
-      const slot = bq.free.pop() as number;
-      bq.heads[slot] = head;
-      const req = bq.reqs[slot] as BlkRequest;
-      try {
-        bq.q.walkChain(head);
-      } catch (e) {
-        if (!(e instanceof VirtqueueError)) throw e;
-        // A bad chain fails this request only; we cannot know its status byte.
-        this.#o.log(
-          `${this.#tag}: queue ${index}: bad descriptor chain at head ${head}: ${e.message}`,
-        );
-        bq.free.push(slot);
-        bq.q.pushUsed(head, 0);
-        this.#notify(bq);
-        continue;
-      }
-      const st = req.parse(bq.q, this.#limits);
-      if (st !== VIRTIO_BLK_S_OK) {
-        this.#finish(bq, slot, st === BLK_NO_STATUS ? VIRTIO_BLK_S_IOERR : st);
-        continue;
-      }
-      this.#submit(index, bq, slot, req, memory);
+      bq.inflight?.setInflight(head);
+      this.#take(index, bq, head, memory);
     }
     return work;
   }
@@ -606,7 +835,49 @@ export class VhostBlkBackend implements VhostUserBackend {
     }
   }
 
-  #submit(index: number, bq: BlkQueue, slot: number, req: BlkRequest, memory: GuestMemory): void {
+  /** Starts the request whose chain begins at `head` (taken and, if tracked, marked in flight). */
+  #take(index: number, bq: BlkQueue, head: number, memory: GuestMemory): void {
+    const slot = bq.free.pop() as number;
+    bq.heads[slot] = head;
+    const req = bq.reqs[slot] as BlkRequest;
+    try {
+      bq.q.walkChain(head);
+    } catch (e) {
+      if (!(e instanceof VirtqueueError)) throw e;
+      // A bad chain fails this request only; we cannot know its status byte.
+      this.#o.log(
+        `${this.#tag}: queue ${index}: bad descriptor chain at head ${head}: ${e.message}`,
+      );
+      bq.free.push(slot);
+      this.#pushUsed(bq, head, 0);
+      this.#notify(bq);
+      return;
+    }
+    const st = req.parse(bq.q, this.#limits);
+    if (st !== VIRTIO_BLK_S_OK) {
+      this.#finish(bq, slot, st === BLK_NO_STATUS ? VIRTIO_BLK_S_IOERR : st);
+      return;
+    }
+    this.#submit(bq, slot, req, memory);
+  }
+
+  /**
+   * Puts `head` on the used ring, with the spec's inflight bookkeeping around
+   * it: a crash before the ring update leaves the head in flight (resubmitted
+   * later), one after it is repaired from last_batch_head at the next start.
+   */
+  #pushUsed(bq: BlkQueue, head: number, len: number): void {
+    const inflight = bq.inflight;
+    if (inflight === null) {
+      bq.q.pushUsed(head, len);
+      return;
+    }
+    inflight.beforeUsed(head);
+    bq.q.pushUsed(head, len);
+    inflight.afterUsed(head, bq.q.usedIdx);
+  }
+
+  #submit(bq: BlkQueue, slot: number, req: BlkRequest, memory: GuestMemory): void {
     const io = bq.ios[slot] as BdevIo;
     const bs = this.#blockSize;
     const perBlock = bs / VIRTIO_BLK_SECTOR_SIZE;
@@ -625,14 +896,14 @@ export class VhostBlkBackend implements VhostUserBackend {
             off + (req.dataLen[i] as number),
           );
         }
-        this.#issue(bq, index, slot, io);
+        this.#issue(bq, slot, io);
         if (req.type === VIRTIO_BLK_T_IN) {
           this.#ch.readv(io, iovs, req.dataCount, req.sector / perBlock, req.dataBytes / bs);
         } else this.#ch.writev(io, iovs, req.dataCount, req.sector / perBlock, req.dataBytes / bs);
         return;
       }
       case VIRTIO_BLK_T_FLUSH:
-        this.#issue(bq, index, slot, io);
+        this.#issue(bq, slot, io);
         this.#ch.flush(io);
         return;
       case VIRTIO_BLK_T_GET_ID:
@@ -656,7 +927,7 @@ export class VhostBlkBackend implements VhostUserBackend {
         bq.rangeNext[slot] = 0;
         bq.rangePending[slot] = 0;
         bq.rangeStatus[slot] = VIRTIO_BLK_S_OK;
-        if (!this.#issueRange(bq, index, slot, io)) {
+        if (!this.#issueRange(bq, slot, io)) {
           this.#finish(bq, slot, VIRTIO_BLK_S_OK); // every range was empty
           return;
         }
@@ -664,7 +935,7 @@ export class VhostBlkBackend implements VhostUserBackend {
         // follow on this request's own I/Os as they complete.
         while (bq.rangePool.length > 0 && bq.rangeNext[slot] !== -1) {
           const extra = bq.rangePool.pop() as BdevIo;
-          if (!this.#issueRange(bq, index, slot, extra)) {
+          if (!this.#issueRange(bq, slot, extra)) {
             bq.rangePool.push(extra);
             break;
           }
@@ -675,11 +946,13 @@ export class VhostBlkBackend implements VhostUserBackend {
     this.#finish(bq, slot, VIRTIO_BLK_S_UNSUPP);
   }
 
-  /** Counts an I/O about to be submitted for request `slot` of queue `index`. */
-  #issue(bq: BlkQueue, index: number, slot: number, io: BdevIo): void {
+  /** Counts an I/O about to be submitted for request `slot` (its epoch, the queue's in-flight). */
+  #issue(bq: BlkQueue, slot: number, io: BdevIo): void {
     const e = this.#epoch % EPOCHS;
     this.#epochIo[e] = (this.#epochIo[e] ?? 0) + 1;
-    io.ctx = e * CTX_EPOCH + ((index << 16) | slot);
+    const ref = io.ctx as SlotRef;
+    ref.slot = slot;
+    ref.epoch = e;
     bq.inFlight++;
     this.#ioInFlight++;
   }
@@ -688,7 +961,7 @@ export class VhostBlkBackend implements VhostUserBackend {
    * Submits the next non-empty range of DISCARD / WRITE_ZEROES request `slot`
    * on `io`; false (and `rangeNext` -1) when no range is left.
    */
-  #issueRange(bq: BlkQueue, index: number, slot: number, io: BdevIo): boolean {
+  #issueRange(bq: BlkQueue, slot: number, io: BdevIo): boolean {
     const req = bq.reqs[slot] as BlkRequest;
     const perBlock = this.#blockSize / VIRTIO_BLK_SECTOR_SIZE;
     let i = bq.rangeNext[slot] as number;
@@ -700,7 +973,7 @@ export class VhostBlkBackend implements VhostUserBackend {
     }
     bq.rangeNext[slot] = i + 1;
     bq.rangePending[slot] = (bq.rangePending[slot] ?? 0) + 1;
-    this.#issue(bq, index, slot, io);
+    this.#issue(bq, slot, io);
     const offset = (req.rangeSector[i] as number) / perBlock;
     const blocks = (req.rangeSectors[i] as number) / perBlock;
     if (req.type === VIRTIO_BLK_T_DISCARD) this.#ch.unmap(io, offset, blocks);
@@ -709,26 +982,31 @@ export class VhostBlkBackend implements VhostUserBackend {
   }
 
   readonly #onIoDone = (io: BdevIo): void => {
-    const ctx = io.ctx as number;
-    const epoch = Math.floor(ctx / CTX_EPOCH);
-    const tag = ctx - epoch * CTX_EPOCH;
+    const ref = io.ctx as SlotRef;
+    const epoch = ref.epoch;
     this.#ioInFlight--;
     if (this.#closing) {
       this.#epochIo[epoch] = (this.#epochIo[epoch] ?? 0) - 1;
       if (this.#ioInFlight === 0) this.#release();
       return;
     }
-    const bq = this.#queues[tag >>> 16];
-    if (bq !== null && bq !== undefined) { // else the queue was stopped meanwhile
-      bq.inFlight--;
-      this.#ioDone(bq, tag >>> 16, tag & 0xffff, io);
+    const bq = ref.bq;
+    bq.inFlight--;
+    if (bq.stopped) {
+      // A stopped queue's rings belong to the front-end again (or are gone: #halt): drop
+      // (the request stays in flight). Its read data did land in guest memory, though:
+      // while migrating, say so.
+      if (this.#logAll) this.#logWrites(bq.reqs[ref.slot] as BlkRequest, this.#memory, false);
+    } else {
+      this.#ioDone(bq, ref.slot, io);
+      if (bq.inFlight === 0 && bq.drained !== null) bq.drained();
     }
     // Only now (the status byte is written) may a region removed meanwhile go.
     this.#epochIo[epoch] = (this.#epochIo[epoch] ?? 0) - 1;
     if (this.#retired.length > 0) this.#reap();
   };
 
-  #ioDone(bq: BlkQueue, index: number, slot: number, io: BdevIo): void {
+  #ioDone(bq: BlkQueue, slot: number, io: BdevIo): void {
     const status = io.status === BdevIoStatus.Success ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
     const req = bq.reqs[slot] as BlkRequest;
     if (req.type !== VIRTIO_BLK_T_DISCARD && req.type !== VIRTIO_BLK_T_WRITE_ZEROES) {
@@ -738,7 +1016,7 @@ export class VhostBlkBackend implements VhostUserBackend {
     // One range of several: the request ends with the worst status once all are done.
     if (status !== VIRTIO_BLK_S_OK) bq.rangeStatus[slot] = status;
     bq.rangePending[slot] = (bq.rangePending[slot] ?? 0) - 1;
-    if (!bq.stopped && this.#issueRange(bq, index, slot, io)) return;
+    if (this.#issueRange(bq, slot, io)) return;
     if (io !== bq.ios[slot]) bq.rangePool.push(io);
     if (bq.rangePending[slot] === 0) this.#finish(bq, slot, bq.rangeStatus[slot] as number);
   }
@@ -749,11 +1027,35 @@ export class VhostBlkBackend implements VhostUserBackend {
       bq.free.push(slot);
       return;
     }
+    const memory = this.#memory;
     const req = bq.reqs[slot] as BlkRequest;
-    req.writeStatus(this.#memory, status);
-    bq.q.pushUsed(bq.heads[slot] as number, req.usedLength(status));
+    req.writeStatus(memory, status);
+    if (this.#logAll) this.#logWrites(req, memory);
+    // The virtqueue logs the used-ring writes itself (VHOST_VRING_F_LOG).
+    this.#pushUsed(bq, bq.heads[slot] as number, req.usedLength(status));
     bq.free.push(slot);
     this.#notify(bq);
+  }
+
+  /**
+   * Marks what the request wrote into guest memory: the data of an IN or
+   * GET_ID (whatever its status: a failed read may have filled part of the
+   * buffers) and, with `status`, the status byte. Called after those writes.
+   */
+  #logWrites(req: BlkRequest, memory: GuestMemory, status = true): void {
+    const log = this.#dirty;
+    if (req.type === VIRTIO_BLK_T_IN || req.type === VIRTIO_BLK_T_GET_ID) {
+      for (let i = 0; i < req.dataCount; i++) {
+        const region = req.dataRegion[i] as number;
+        log.mark(
+          memory.regionGpa(region) + (req.dataOffset[i] as number),
+          req.dataLen[i] as number,
+        );
+      }
+    }
+    if (status && req.statusRegion >= 0) {
+      log.mark(memory.regionGpa(req.statusRegion) + req.statusOffset, 1);
+    }
   }
 
   /** The 8-byte eventfd increment for a call notification, made once. */
@@ -763,6 +1065,7 @@ export class VhostBlkBackend implements VhostUserBackend {
     const need = bq.q.needsNotification();
     if (TRACE) this.#o.log(`vhost-blk trace: completion, call fd ${bq.callFd}, notify ${need}`);
     if (bq.callFd >= 0 && need) sym.write(bq.callFd, this.#one, 8n);
+    this.#dirty.signal();
   }
 
   /** Every mapping, removed regions' included: only once no I/O is in flight. */
@@ -777,19 +1080,37 @@ export class VhostBlkBackend implements VhostUserBackend {
    * Frees everything (the front-end is gone). Guest memory and the bdev
    * channel stay until the last I/O on them has come back.
    */
-  close(): void {
-    if (this.#closing) return;
+  close(): Promise<void> {
+    if (this.#closing) return this.#released.promise;
     this.#closing = true;
+    const d = this.#dirty.stats;
+    if (d.bases > 0) {
+      this.#o.log(
+        `vhost-blk ${this.#desc.bdev.name}: dirty log at close: ${this.#dirty.summary()}`,
+      );
+    }
     for (let i = 0; i < this.#queues.length; i++) this.stopQueue(i);
     this.#o.reactor.removePoller(this.#poller);
     if (this.#ioInFlight === 0) this.#release();
+    return this.#released.promise;
+  }
+
+  /** Resolved once close() has released everything (the last bdev I/O came back). */
+  readonly #released = Promise.withResolvers<void>();
+
+  /** Requests on the bdev now, across queues. */
+  get ioInFlight(): number {
+    return this.#ioInFlight;
   }
 
   #release(): void {
+    this.#dirty.close();
     this.#o.reactor.unregisterCqeHandler(this.#cqeHandler);
     this.#ch.close();
     this.#desc.close();
     this.#unmapAll();
+    this.#dropInflightArea();
+    this.#released.resolve();
   }
 }
 
