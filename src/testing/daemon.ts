@@ -27,6 +27,8 @@ export interface DaemonOptions {
   args?: string[];
   /** Copy the daemon's output after "ready" to this process's stdout (default: drain it). */
   echo?: boolean;
+  /** Called with the daemon's stdout after "ready", chunk by chunk (tests watching its log). */
+  onOutput?: (text: string) => void;
 }
 
 /** Starts `sluice serve --state-dir stateDir` and waits until it is ready. */
@@ -72,6 +74,7 @@ export async function startDaemon(stateDir: string, o: DaemonOptions = {}): Prom
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
+      o.onOutput?.(value);
       if (o.echo) Deno.stdout.writeSync(new TextEncoder().encode(value));
     }
   })().catch(() => {});

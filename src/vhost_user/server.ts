@@ -16,8 +16,19 @@ import { requestName } from "./messages.ts";
 /** SLUICE_VHOST_TRACE=1 logs every message: for debugging a front-end. */
 const TRACE = Deno.env.get("SLUICE_VHOST_TRACE") === "1";
 
-/** Makes a fresh backend for each front-end connection. */
-export type BackendFactory = () => VhostUserBackend & { close(): void };
+/**
+ * Makes a fresh backend for each front-end connection. `close` may return a
+ * promise that settles once the backend has let go of everything (its last
+ * bdev I/O came back): the next front-end is served only after that, so a
+ * late write of the old connection cannot land after the new one resubmitted
+ * and completed it.
+ */
+export type BackendFactory = () => VhostUserBackend & { close(): void | Promise<void> };
+
+/** A graceful close waits this long for the backend to let go before giving up on it. */
+const CLOSE_WAIT_MS = 15_000;
+/** While the previous backend still has bdev I/O, say so this often. */
+const RELEASE_LOG_MS = 10_000;
 
 /** Serves one vhost-user socket. */
 export class VhostUserServer {
@@ -26,6 +37,7 @@ export class VhostUserServer {
   readonly #factory: BackendFactory;
   readonly #log: (msg: string) => void;
   #conn: UnixSocket | null = null;
+  #session: VhostUserSession | null = null;
   #closed = false;
   readonly #done: Promise<void>;
 
@@ -50,12 +62,14 @@ export class VhostUserServer {
       this.#conn = conn;
       await this.#serve(conn);
       this.#conn = null;
+      this.#session = null;
     }
   }
 
   async #serve(conn: UnixSocket): Promise<void> {
     const backend = this.#factory();
     const session = new VhostUserSession(backend);
+    this.#session = session;
     const reader = new MessageReader();
     const buf = new Uint8Array(4096);
     try {
@@ -64,7 +78,8 @@ export class VhostUserServer {
         if (r.bytes === 0) break; // the front-end went away
         reader.push(buf.subarray(0, r.bytes), r.fds);
         for (let msg = reader.next(); msg !== null; msg = reader.next()) {
-          const out = session.handle(msg);
+          // One message at a time: GET_VRING_BASE may wait for its queue to drain.
+          const out = await session.handleAsync(msg);
           if (TRACE) {
             this.#log(
               `vhost-user trace: ${requestName(msg.request) ?? msg.request} -> ${
@@ -89,16 +104,46 @@ export class VhostUserServer {
     } finally {
       for (const fd of reader.close()) sym.close(fd);
       for (const fd of session.close()) sym.close(fd);
-      backend.close();
       conn.close();
+      await this.#released(backend.close());
     }
   }
 
-  /** Stops listening and drops the front-end. */
+  /** Waits for a closed backend's last bdev I/O (logging while it takes long). */
+  async #released(done: void | Promise<void>): Promise<void> {
+    if (done === undefined) return;
+    let settled = false;
+    const p = done.then(() => {
+      settled = true;
+    });
+    for (let waited = 0; !settled; waited += RELEASE_LOG_MS) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([p, new Promise((r) => (timer = setTimeout(r, RELEASE_LOG_MS)))]);
+      clearTimeout(timer);
+      if (settled) break;
+      if (this.#closed && waited + RELEASE_LOG_MS >= CLOSE_WAIT_MS) {
+        this.#log(`vhost-user ${this.path}: closing with bdev I/O of the last front-end pending`);
+        return;
+      }
+      this.#log(
+        `vhost-user ${this.path}: the last front-end's bdev I/O has not come back after ` +
+          `${(waited + RELEASE_LOG_MS) / 1000} s; the next front-end waits for it`,
+      );
+    }
+  }
+
+  /**
+   * Stops listening and lets the front-end go cleanly: every request taken
+   * from its rings is completed onto the used rings first (bounded by the
+   * backend's drain timeout), so a front-end with `reconnect` resumes on the
+   * next back-end with nothing to resubmit. This is the upgrade path.
+   */
   async close(): Promise<void> {
     this.#closed = true;
-    this.#conn?.close();
     this.#listener.close();
+    const session = this.#session;
+    if (session !== null) await session.quiesce();
+    this.#conn?.close();
     await this.#done.catch(() => {});
   }
 }

@@ -11,10 +11,12 @@ import { VhostUserError } from "./errors.ts";
 import {
   featureBit,
   type InflightDescription,
+  type LogDescription,
   MAX_MEM_REGIONS,
   type MemoryRegion,
   requestName,
   VHOST_USER_F_PROTOCOL_FEATURES,
+  VHOST_VRING_F_LOG,
   VhostUserProtocolFeature as P,
   VhostUserRequest as R,
   type VringAddr,
@@ -81,6 +83,13 @@ export interface VhostUserBackend {
   startQueue(index: number, vring: Readonly<VringConfig>): void;
   /** Stops queue `index` and returns the next available index to process (the vring base). */
   stopQueue(index: number): number;
+  /**
+   * Before a clean stop (GET_VRING_BASE, graceful shutdown): stop taking new
+   * requests from queue `index` and resolve once those already taken are on
+   * the used ring, so {@link stopQueue} drops nothing. Must resolve (bounded
+   * by the backend) and never reject. Without it, stopQueue drops them.
+   */
+  drainQueue?(index: number): Promise<void>;
   /** A started queue's enable state, call or err fd changed. */
   updateQueue(index: number, vring: Readonly<VringConfig>): void;
   /** Device configuration space bytes [offset, offset + size). */
@@ -95,6 +104,14 @@ export interface VhostUserBackend {
   getInflightFd?(numQueues: number, queueSize: number): InflightArea;
   /** Takes the inflight area back after a restart; owns `fd`. */
   setInflightFd?(inflight: InflightDescription, fd: number): void;
+  /**
+   * SET_LOG_BASE: maps the dirty log `fd` (size and offset from `log`) and
+   * replaces the previous log (needed to offer LOG_SHMFD); owns `fd`.
+   * Returns once writes are logged into the new log.
+   */
+  setLogBase?(log: LogDescription, fd: number): void;
+  /** SET_LOG_FD: an eventfd to signal after logging; owns `fd`. */
+  setLogFd?(fd: number): void;
 }
 
 /** What the caller does after one message. */
@@ -234,7 +251,9 @@ export class VhostUserSession {
     const inflight = backend.getInflightFd !== undefined && backend.setInflightFd !== undefined
       ? featureBit(P.INFLIGHT_SHMFD)
       : 0n;
-    this.#offeredProtocol = backend.protocolFeatures & (SESSION_PROTOCOL_FEATURES | inflight);
+    const logShmfd = backend.setLogBase !== undefined ? featureBit(P.LOG_SHMFD) : 0n;
+    this.#offeredProtocol = backend.protocolFeatures &
+      (SESSION_PROTOCOL_FEATURES | inflight | logShmfd);
     this.#maxMemSlots = backend.maxMemSlots ?? MAX_MEM_REGIONS;
     this.#vrings = Array.from({ length: backend.numQueues }, newVring);
   }
@@ -298,6 +317,36 @@ export class VhostUserSession {
       }
       throw e;
     }
+  }
+
+  /**
+   * {@link handle} for a server: a GET_VRING_BASE that stops a started queue
+   * first waits for that queue's requests to reach the used ring (the
+   * backend's drainQueue), so the reply's base leaves nothing in flight. The
+   * caller must not handle the connection's next message before this settles.
+   */
+  async handleAsync(message: VhostUserMessage): Promise<SessionOutput> {
+    const b = message.body;
+    if (
+      message.request === R.GET_VRING_BASE && b.type === "vringState" && this.#owner &&
+      this.#backend.drainQueue !== undefined && this.#vrings[b.state.index]?.started === true
+    ) {
+      await this.#backend.drainQueue(b.state.index);
+    }
+    return this.handle(message);
+  }
+
+  /**
+   * Graceful end (back-end shutdown or upgrade): drains every started queue
+   * as GET_VRING_BASE would, so the front-end finds all requests taken so
+   * far on the used ring. The queues stay started; {@link close} stops them.
+   */
+  async quiesce(): Promise<void> {
+    const drain = this.#backend.drainQueue?.bind(this.#backend);
+    if (drain === undefined) return;
+    await Promise.all(
+      this.#vrings.map((v, i) => v.started ? drain(i) : Promise.resolve()),
+    );
   }
 
   /**
@@ -493,8 +542,9 @@ export class VhostUserSession {
           );
         }
         handOver();
-        this.#regions.splice(i, 1);
+        // The backend first: if it refuses, the region is still mapped on both sides.
         this.#backend.removeMemRegion(r);
+        this.#regions.splice(i, 1);
         return { reply: null, replyFds: [], closeFds: [...m.fds] };
       }
       case R.SET_VRING_NUM: {
@@ -521,8 +571,33 @@ export class VhostUserSession {
       }
       case R.SET_VRING_ADDR: {
         if (b.type !== "vringAddr") break;
-        const v = this.#stopped(m.request, b.addr.index);
-        v.addr = { ...b.addr };
+        const a = b.addr;
+        const v = this.#queue(m.request, a.index);
+        if ((a.flags & ~(1 << VHOST_VRING_F_LOG)) !== 0) {
+          throw new VhostUserError(
+            "badPayload",
+            `${name} sets undefined flags 0x${a.flags.toString(16)}`,
+          );
+        }
+        if (v.started) {
+          // Live migration turns used-ring logging on and off on running
+          // rings (VHOST_VRING_F_LOG, log_guest_addr): that is all that may
+          // change while the ring runs.
+          const o = v.addr;
+          if (
+            o.descUserAddr !== a.descUserAddr || o.availUserAddr !== a.availUserAddr ||
+            o.usedUserAddr !== a.usedUserAddr
+          ) {
+            throw new VhostUserError(
+              "illegalState",
+              `${name} moves queue ${a.index}'s rings while it is started`,
+            );
+          }
+          v.addr = { ...a };
+          this.#backend.updateQueue(a.index, snapshot(v));
+          return NOTHING;
+        }
+        v.addr = { ...a };
         v.addrSet = true;
         return NOTHING;
       }
@@ -633,6 +708,28 @@ export class VhostUserSession {
           replyFds: [area.fd],
           closeFds: [],
         };
+      }
+      case R.SET_LOG_BASE: {
+        const fd = m.fds[0];
+        if (b.type !== "log" || fd === undefined || this.#backend.setLogBase === undefined) {
+          break;
+        }
+        handOver();
+        this.#backend.setLogBase(b.log, fd);
+        // QEMU waits for this reply (with LOG_SHMFD) before it relies on the
+        // new log; its payload is not specified: a u64 0, as libvhost-user.
+        return this.#reply(replyU64(m.request, 0n));
+      }
+      case R.SET_LOG_FD: {
+        const fd = m.fds[0];
+        if (fd === undefined) break;
+        handOver();
+        if (this.#backend.setLogFd === undefined) {
+          // Optional (the front-end may be told of log updates through it): unused here.
+          return { reply: null, replyFds: [], closeFds: [fd] };
+        }
+        this.#backend.setLogFd(fd);
+        return NOTHING;
       }
       case R.SET_INFLIGHT_FD: {
         const fd = m.fds[0];

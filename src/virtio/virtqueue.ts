@@ -44,6 +44,15 @@ const CHAIN_BYTES_MAX = 0xffff_ffff;
 const HIGH_WORD_LIMIT = 0x20_0000;
 const TWO_32 = 0x1_0000_0000;
 
+/**
+ * Where a device records the guest pages it wrote, for live migration
+ * (vhost-user's dirty log). Marks come after the write they stand for.
+ */
+export interface DirtyPageLog {
+  /** Marks guest physical range `[gpa, gpa + length)` dirty. */
+  mark(gpa: number, length: number): void;
+}
+
 /** How the queue was set up by the driver; all of it untrusted. */
 export interface SplitVirtqueueConfig {
   /** Queue size: a power of two, 1..32768. */
@@ -121,6 +130,10 @@ export class SplitVirtqueue {
   #signalledUsed = 0;
   #signalledUsedValid = false;
   #broken = false;
+  /** Where writes to the used ring are logged (VHOST_VRING_F_LOG), or null. */
+  #usedLog: DirtyPageLog | null = null;
+  /** The address the used ring's first byte is logged at (vhost-user log_guest_addr). */
+  #usedLogAddr = 0;
   // Loop detection: a descriptor is visited in this walk when its stamp equals #gen.
   readonly #directStamp: Uint32Array;
   readonly #indirectStamp: Uint32Array;
@@ -415,6 +428,22 @@ export class SplitVirtqueue {
     this.#usedIdx = (this.#usedIdx + 1) & 0xffff;
     // Write barrier here: the element is visible before the index (see the module note).
     this.#used.setUint16(this.#usedOff + 2, this.#usedIdx, true);
+    const log = this.#usedLog;
+    if (log !== null) {
+      log.mark(this.#usedLogAddr + entry - this.#usedOff, 8);
+      log.mark(this.#usedLogAddr + 2, 2);
+    }
+  }
+
+  /**
+   * Logs every later device write to the used ring (elements, `idx`,
+   * `flags`, `avail_event`) into `log`, the ring's first byte at guest
+   * address `logAddr`; `null` stops it. vhost-user sets this with
+   * VHOST_VRING_F_LOG and `log_guest_addr` while the front-end migrates.
+   */
+  logUsedRing(log: DirtyPageLog | null, logAddr = 0): void {
+    this.#usedLog = log;
+    this.#usedLogAddr = logAddr;
   }
 
   /**
@@ -444,10 +473,12 @@ export class SplitVirtqueue {
   setAvailEvent(idx: number): void {
     if (!this.eventIdx) return;
     this.#used.setUint16(this.#usedOff + 4 + 8 * this.size, idx & 0xffff, true);
+    this.#usedLog?.mark(this.#usedLogAddr + 4 + 8 * this.size, 2);
   }
 
   /** Sets or clears VIRTQ_USED_F_NO_NOTIFY (ignored by drivers under EVENT_IDX). */
   setNoNotify(on: boolean): void {
     this.#used.setUint16(this.#usedOff, on ? VIRTQ_USED_F_NO_NOTIFY : 0, true);
+    this.#usedLog?.mark(this.#usedLogAddr, 2);
   }
 }

@@ -90,6 +90,11 @@ export interface GuestOptions {
   signal?: AbortSignal;
   /** Copy the console to stderr while the guest runs; default `SLUICE_LAB_ECHO=1`. */
   echo?: boolean;
+  /**
+   * Called with each complete console line (`\r` removed) while the guest runs, so a test can
+   * act on what the guest prints (e.g. disturb a backend in the middle of a run).
+   */
+  onLine?: (line: string) => void;
   /** Lab directory; default `$SLUICE_LAB` or `var/vm-lab`. */
   labDir?: string;
 }
@@ -337,6 +342,7 @@ async function boot(plan: Plan, options: GuestOptions): Promise<Run> {
   let hangState = "";
   const watching = watchConsole(serialLog, {
     echoPrefix: plan.echo ? `[${plan.name}] ` : null,
+    onLine: options.onLine,
     bootDeadlineMs: started + plan.bootTimeoutSec * 1000,
     exited: () => exited,
     onBootHung: async () => {
@@ -504,6 +510,7 @@ async function watchConsole(
   path: string,
   opts: {
     echoPrefix: string | null;
+    onLine?: (line: string) => void;
     bootDeadlineMs: number;
     exited: () => boolean;
     onBootHung: () => Promise<void>;
@@ -537,6 +544,7 @@ async function watchConsole(
     }
     const lines = partial.replaceAll("\r", "").split("\n");
     partial = lines.pop() ?? "";
+    if (opts.onLine !== undefined) { for (const l of lines) opts.onLine(l); }
     if (opts.echoPrefix !== null && lines.length > 0) {
       const prefix = opts.echoPrefix;
       await Deno.stderr.write(enc.encode(lines.map((l) => prefix + l + "\n").join("")));
