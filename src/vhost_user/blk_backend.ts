@@ -103,6 +103,12 @@ class BlkQueue {
   draining = false;
   /** Resolves a pending drain. */
   drained: (() => void) | null = null;
+  /**
+   * The ring was last found empty after avail_event was published, so the driver kicks for
+   * anything new. While false (a full queue stopped taking requests), the poller must keep
+   * looking even with nothing in flight: under EVENT_IDX the driver will not kick.
+   */
+  kickArmed = false;
 
   constructor(q: SplitVirtqueue, num: number, callFd: number | null) {
     this.q = q;
@@ -433,7 +439,15 @@ export class VhostBlkBackend implements VhostUserBackend {
 
   updateQueue(index: number, vring: Readonly<VringConfig>): void {
     const bq = this.#queues[index];
-    if (bq) bq.callFd = vring.callFd ?? -1;
+    if (!bq) return;
+    const callFd = vring.callFd ?? -1;
+    if (callFd !== bq.callFd && callFd >= 0 && !bq.stopped) {
+      // QEMU sends SET_VRING_CALL after SET_VRING_KICK started the queue: what completed in
+      // between (resubmitted requests after a restart, above all) was signalled to no one, and
+      // EVENT_IDX would not signal it again. One interrupt on the new fd is harmless.
+      sym.write(callFd, this.#one, 8n);
+    }
+    bq.callFd = callFd;
   }
 
   stopQueue(index: number): number {
@@ -507,7 +521,7 @@ export class VhostBlkBackend implements VhostUserBackend {
     let work = 0;
     for (let i = 0; i < this.#queues.length; i++) {
       const bq = this.#queues[i];
-      if (bq && bq.inFlight > 0) work += this.#serve(i, bq);
+      if (bq && (bq.inFlight > 0 || !bq.kickArmed)) work += this.#serve(i, bq);
     }
     return work;
   };
@@ -535,8 +549,12 @@ export class VhostBlkBackend implements VhostUserBackend {
           this.#deviceError(index, e);
           return work;
         }
-        if (head < 0) break;
+        if (head < 0) {
+          bq.kickArmed = true;
+          break;
+        }
       }
+      bq.kickArmed = false;
       work++;
       bq.inflight?.setInflight(head);
       this.#take(index, bq, head, memory);
