@@ -101,8 +101,8 @@ class BlkQueue {
   inflight: InflightQueue | null = null;
   /** No new requests are taken: the queue is stopping once `inFlight` reaches 0. */
   draining = false;
-  /** Resolves a pending drain. */
-  drained: (() => void) | null = null;
+  /** Ends a pending drain: `true` once its requests are all on the used ring. */
+  drained: ((complete: boolean) => void) | null = null;
   /**
    * The ring was last found empty after avail_event was published, so the driver kicks for
    * anything new. While false (a full queue stopped taking requests), the poller must keep
@@ -400,9 +400,13 @@ export class VhostBlkBackend implements VhostUserBackend {
         );
         resolve();
       }, timeoutMs);
-      bq.drained = () => {
+      bq.drained = (complete: boolean) => {
         clearTimeout(timer);
         bq.drained = null;
+        if (!complete) {
+          resolve(); // stopped meanwhile (the front-end went away): nothing more to wait for
+          return;
+        }
         // The completions may all have been suppressed by EVENT_IDX: one more interrupt is
         // harmless, a missed one would leave the driver waiting on a stopped queue.
         if (bq.callFd >= 0) sym.write(bq.callFd, this.#one, 8n);
@@ -454,6 +458,7 @@ export class VhostBlkBackend implements VhostUserBackend {
     const bq = this.#queues[index];
     if (bq === null || bq === undefined) return 0;
     bq.stopped = true;
+    bq.drained?.(false);
     if (bq.inFlight > 0 && !this.#closing) {
       this.#o.log(
         `vhost-blk ${this.#desc.bdev.name}: queue ${index} stopped with ${bq.inFlight} ` +
@@ -679,7 +684,7 @@ export class VhostBlkBackend implements VhostUserBackend {
       ref.slot,
       io.status === BdevIoStatus.Success ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR,
     );
-    if (bq.inFlight === 0 && bq.drained !== null) bq.drained();
+    if (bq.inFlight === 0 && bq.drained !== null) bq.drained(true);
   };
 
   #finish(bq: BlkQueue, slot: number, status: number): void {
