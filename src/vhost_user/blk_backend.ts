@@ -162,8 +162,14 @@ class BlkQueue {
   inflight: InflightQueue | null = null;
   /** No new requests are taken: the queue is stopping once `inFlight` reaches 0. */
   draining = false;
-  /** Resolves a pending drain. */
-  drained: (() => void) | null = null;
+  /** Ends a pending drain: `true` once its requests are all on the used ring. */
+  drained: ((complete: boolean) => void) | null = null;
+  /**
+   * The ring was last found empty after avail_event was published, so the driver kicks for
+   * anything new. While false (a full queue stopped taking requests), the poller must keep
+   * looking even with nothing in flight: under EVENT_IDX the driver will not kick.
+   */
+  kickArmed = false;
 
   constructor(q: SplitVirtqueue, num: number, callFd: number | null, ringRegions: number[]) {
     this.q = q;
@@ -717,9 +723,13 @@ export class VhostBlkBackend implements VhostUserBackend {
         );
         resolve();
       }, timeoutMs);
-      bq.drained = () => {
+      bq.drained = (complete: boolean) => {
         clearTimeout(timer);
         bq.drained = null;
+        if (!complete) {
+          resolve(); // stopped meanwhile (the front-end went away): nothing more to wait for
+          return;
+        }
         // The completions may all have been suppressed by EVENT_IDX: one more interrupt is
         // harmless, a missed one would leave the driver waiting on a stopped queue.
         if (bq.callFd >= 0) sym.write(bq.callFd, this.#one, 8n);
@@ -756,10 +766,16 @@ export class VhostBlkBackend implements VhostUserBackend {
 
   updateQueue(index: number, vring: Readonly<VringConfig>): void {
     const bq = this.#queues[index];
-    if (bq) {
-      bq.callFd = vring.callFd ?? -1;
-      this.#logUsedRing(bq.q, vring);
+    if (!bq) return;
+    const callFd = vring.callFd ?? -1;
+    if (callFd !== bq.callFd && callFd >= 0 && !bq.stopped) {
+      // QEMU sends SET_VRING_CALL after SET_VRING_KICK started the queue: what completed in
+      // between (resubmitted requests after a restart, above all) was signalled to no one, and
+      // EVENT_IDX would not signal it again. One interrupt on the new fd is harmless.
+      sym.write(callFd, this.#one, 8n);
     }
+    bq.callFd = callFd;
+    this.#logUsedRing(bq.q, vring);
   }
 
   /** VHOST_VRING_F_LOG: log the ring's used-ring writes at log_guest_addr. */
@@ -776,6 +792,7 @@ export class VhostBlkBackend implements VhostUserBackend {
     const bq = this.#queues[index];
     if (bq === null || bq === undefined) return 0;
     bq.stopped = true;
+    bq.drained?.(false);
     if (bq.inFlight > 0 && !this.#closing) {
       this.#o.log(
         `vhost-blk ${this.#desc.bdev.name}: queue ${index} stopped with ${bq.inFlight} ` +
@@ -863,7 +880,7 @@ export class VhostBlkBackend implements VhostUserBackend {
     let work = 0;
     for (let i = 0; i < this.#queues.length; i++) {
       const bq = this.#queues[i];
-      if (bq && bq.inFlight > 0) work += this.#serve(i, bq);
+      if (bq && (bq.inFlight > 0 || !bq.kickArmed)) work += this.#serve(i, bq);
     }
     return work;
   };
@@ -884,8 +901,12 @@ export class VhostBlkBackend implements VhostUserBackend {
         head = this.#pop(index, bq);
         if (head === POP_SKIPPED) continue;
         if (head === POP_STOPPED) return work;
-        if (head < 0) break;
+        if (head < 0) {
+          bq.kickArmed = true;
+          break;
+        }
       }
+      bq.kickArmed = false;
       work++;
       bq.inflight?.setInflight(head);
       this.#take(index, bq, head, memory);
@@ -1083,7 +1104,7 @@ export class VhostBlkBackend implements VhostUserBackend {
       if (this.#logAll) this.#logWrites(bq.reqs[ref.slot] as BlkRequest, this.#memory, false);
     } else {
       this.#ioDone(bq, ref.slot, io);
-      if (bq.inFlight === 0 && bq.drained !== null) bq.drained();
+      if (bq.inFlight === 0 && bq.drained !== null) bq.drained(true);
     }
     // Only now (the status byte is written) may a region removed meanwhile go.
     this.#epochIo[epoch] = (this.#epochIo[epoch] ?? 0) - 1;

@@ -641,8 +641,9 @@ export class VhostUserSession {
               return { reply: null, replyFds: [], closeFds };
             }
             if (!this.#protocolAcked()) v.enabled = true;
-            v.started = true;
+            // Started only once the backend accepted it (it refuses a bad inflight area).
             this.#backend.startQueue(b.index, snapshot(v));
+            v.started = true;
           } else {
             this.#backend.updateQueue(b.index, snapshot(v));
           }
