@@ -41,6 +41,7 @@ Options:
   --count N         Copy at most N blocks (default: to the end of the input)
   --skip N          Skip N blocks at the start of the input
   --seek N          Skip N blocks at the start of the output
+  --qd N            Transfers in flight (default 4, at most 64)
   -h, --help        Show this help
 
 A file input that ends inside a block of an output bdev is padded with zeroes
@@ -66,6 +67,7 @@ interface DdOptions {
   count?: number;
   skip: number;
   seek: number;
+  qd: number;
 }
 
 const VALUE_OPTIONS = [
@@ -79,6 +81,7 @@ const VALUE_OPTIONS = [
   "count",
   "skip",
   "seek",
+  "qd",
 ];
 
 function parseDdArgs(args: readonly string[]): DdOptions | null {
@@ -115,7 +118,9 @@ function parseDdArgs(args: readonly string[]): DdOptions | null {
     count: num("count", 0),
     skip: num("skip", 0) ?? 0,
     seek: num("seek", 0) ?? 0,
+    qd: num("qd", 1) ?? 4,
   };
+  if (o.qd > 64) throw new DdUsageError(`--qd must be at most 64, got ${o.qd}`);
   if ((o.inFile === undefined) === (o.inBdev === undefined)) {
     throw new DdUsageError("give exactly one input: --if FILE or --ib BDEV");
   }
@@ -190,26 +195,35 @@ async function fileEndpoint(path: string, output: boolean, truncateAt: number): 
     if (st.isFile && st.size > truncateAt) await f.truncate(truncateAt);
   }
   const st = await f.stat();
+  // One seek-then-transfer at a time: the file position is shared.
+  let lock: Promise<unknown> = Promise.resolve();
+  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = lock.then(fn);
+    lock = run.catch(() => {});
+    return run;
+  };
   return {
     what: `file ${path}`,
     size: output ? Number.MAX_SAFE_INTEGER : st.size,
     unit: 1,
     align: 1,
-    async read(buf, pos) {
-      await f.seek(pos, Deno.SeekMode.Start);
-      let got = 0;
-      while (got < buf.byteLength) {
-        const n = await f.read(buf.subarray(got));
-        if (n === null) break;
-        got += n;
-      }
-      return got;
-    },
-    async write(buf, pos) {
-      await f.seek(pos, Deno.SeekMode.Start);
-      let put = 0;
-      while (put < buf.byteLength) put += await f.write(buf.subarray(put));
-    },
+    read: (buf, pos) =>
+      serial(async () => {
+        await f.seek(pos, Deno.SeekMode.Start);
+        let got = 0;
+        while (got < buf.byteLength) {
+          const n = await f.read(buf.subarray(got));
+          if (n === null) break;
+          got += n;
+        }
+        return got;
+      }),
+    write: (buf, pos) =>
+      serial(async () => {
+        await f.seek(pos, Deno.SeekMode.Start);
+        let put = 0;
+        while (put < buf.byteLength) put += await f.write(buf.subarray(put));
+      }),
     async finish() {
       if (output) await f.syncData();
     },
@@ -328,32 +342,50 @@ async function runDd(o: DdOptions): Promise<void> {
       );
     }
     const chunk = Math.max(bs, Math.floor(CHUNK_BYTES / bs) * bs);
-    const buf = alignedBuffer(chunk, Math.max(input.align, output.align));
-
+    const align = Math.max(input.align, output.align);
     const tty = Deno.stderr.isTerminal();
     const started = performance.now();
     let lastShown = 0;
+    let next = 0; // the next byte of the copy to hand to a worker
     let done = 0;
-    while (done < total) {
-      const n = Math.min(chunk, total - done);
-      const got = await input.read(buf.subarray(0, n), inStart + done);
-      if (got < n) {
-        throw new DdError(`${input.what} ended early: ${got} of ${n} bytes at ${inStart + done}`);
-      }
-      const out = Math.ceil(n / output.unit) * output.unit;
-      if (out > n) buf.fill(0, n, out);
-      await output.write(buf.subarray(0, out), outStart + done);
-      done += n;
+    let failed: unknown = null;
+    const progress = async (): Promise<void> => {
       const now = performance.now();
-      if (tty && (now - lastShown > 250 || done === total)) {
-        lastShown = now;
-        const pct = total > 0 ? Math.floor((done / total) * 100) : 100;
-        const line = `Copying: ${(done / 2 ** 20).toFixed(0)}/${
-          (total / 2 ** 20).toFixed(0)
-        } MiB (${pct}%) ${formatRate(done, now - started)}`;
-        await Deno.stderr.write(new TextEncoder().encode(`\r${line}`));
+      if (!tty || (now - lastShown < 250 && done < total)) return;
+      lastShown = now;
+      const pct = total > 0 ? Math.floor((done / total) * 100) : 100;
+      const line = `Copying: ${(done / 2 ** 20).toFixed(0)}/${
+        (total / 2 ** 20).toFixed(0)
+      } MiB (${pct}%) ${formatRate(done, now - started)}   `;
+      await Deno.stderr.write(new TextEncoder().encode(`\r${line}`));
+    };
+    // --qd workers, each with its own buffer, take chunks in order. File
+    // positions are shared state (seek, then read), so file operations are
+    // serialised; bdev I/Os overlap.
+    const worker = async (): Promise<void> => {
+      const buf = alignedBuffer(chunk, align);
+      while (next < total && failed === null) {
+        const at = next;
+        const n = Math.min(chunk, total - at);
+        next += n;
+        try {
+          const got = await input.read(buf.subarray(0, n), inStart + at);
+          if (got < n) {
+            throw new DdError(`${input.what} ended early: ${got} of ${n} bytes at ${inStart + at}`);
+          }
+          const out = Math.ceil(n / output.unit) * output.unit;
+          if (out > n) buf.fill(0, n, out);
+          await output.write(buf.subarray(0, out), outStart + at);
+        } catch (e) {
+          failed ??= e;
+          return;
+        }
+        done += n;
+        await progress();
       }
-    }
+    };
+    await Promise.all(Array.from({ length: o.qd }, worker));
+    if (failed !== null) throw failed;
     await output.finish();
     const ms = performance.now() - started;
     if (tty) await Deno.stderr.write(new TextEncoder().encode("\n"));
