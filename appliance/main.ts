@@ -220,8 +220,7 @@ async function serve(p: ParsedArgs): Promise<number> {
       "no listener";
     log(`nvmf ${sub.nqn}: ${sub.namespaces.length} namespace(s) on ${at}`);
   }
-  log(`JSON-RPC on ${socketPath}; ready (pid ${Deno.pid})`);
-
+  // Handlers before "ready": a supervisor may send SIGTERM as soon as it reads that line.
   const { promise: stopped, resolve: stop } = Promise.withResolvers<string>();
   const onSignal = (sig: Deno.Signal) => () => stop(sig);
   const handlers: [Deno.Signal, () => void][] = [
@@ -229,6 +228,7 @@ async function serve(p: ParsedArgs): Promise<number> {
     ["SIGTERM", onSignal("SIGTERM")],
   ];
   for (const [sig, h] of handlers) Deno.addSignalListener(sig, h);
+  log(`JSON-RPC on ${socketPath}; ready (pid ${Deno.pid})`);
   const sig = await stopped;
   log(`${sig}: shutting down`);
   for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
