@@ -264,6 +264,16 @@ function bdevEndpoint(app: App, name: string, output: boolean): Endpoint {
   };
 }
 
+async function isServing(path: string): Promise<boolean> {
+  try {
+    const c = await Deno.connect({ transport: "unix", path });
+    c.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function exists(path: string): Promise<boolean> {
   try {
     await Deno.stat(path);
@@ -280,6 +290,13 @@ function formatRate(bytes: number, ms: number): string {
 
 async function runDd(o: DdOptions): Promise<void> {
   const json = resolve(o.json as string);
+  // Two processes on one file bdev would corrupt it: refuse while an appliance serves this config.
+  const sock = `${dirname(json)}/sluice.sock`;
+  if (await isServing(sock)) {
+    throw new DdError(
+      `an appliance is serving ${dirname(json)} (${sock} answers): stop it before copying offline`,
+    );
+  }
   const app = new App();
   app.start();
   const ends: Endpoint[] = [];

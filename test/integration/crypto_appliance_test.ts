@@ -95,6 +95,18 @@ Deno.test({
           const r = await sluice(["rpc", "-s", sock, ...args]);
           assertEquals(r.code, 0, dec.decode(r.stderr));
         }
+        // dd refuses to touch the volumes of a running appliance.
+        const busy = await sluice([
+          "dd",
+          "--json",
+          `${dir}/config.json`,
+          "--ib",
+          "C0",
+          "--of",
+          `${dir}/x`,
+        ]);
+        assertEquals(busy.code, 1);
+        assert(dec.decode(busy.stderr).includes("stop it before"), dec.decode(busy.stderr));
         const list = await sluice(["rpc", "-s", sock, "accel_crypto_keys_get"]);
         const text = dec.decode(list.stdout);
         assert(text.includes('"C0"') && !text.includes(KEY.slice(0, 16)), text);
