@@ -195,6 +195,8 @@ async function fileEndpoint(path: string, output: boolean, truncateAt: number): 
     if (st.isFile && st.size > truncateAt) await f.truncate(truncateAt);
   }
   const st = await f.stat();
+  // A block device's stat size is 0: its end, found by seeking, is its size.
+  const size = st.isFile ? st.size : await f.seek(0, Deno.SeekMode.End);
   // One seek-then-transfer at a time: the file position is shared.
   let lock: Promise<unknown> = Promise.resolve();
   const serial = <T>(fn: () => Promise<T>): Promise<T> => {
@@ -204,7 +206,7 @@ async function fileEndpoint(path: string, output: boolean, truncateAt: number): 
   };
   return {
     what: `file ${path}`,
-    size: output ? Number.MAX_SAFE_INTEGER : st.size,
+    size: output ? Number.MAX_SAFE_INTEGER : size,
     unit: 1,
     align: 1,
     read: (buf, pos) =>
