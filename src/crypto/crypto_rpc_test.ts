@@ -190,6 +190,12 @@ Deno.test("crypto keys: material is zeroed on destroy and clear", () => {
   store.clear();
   assertEquals(b, new Uint8Array(64));
   assertEquals(store.list(), []);
+  // A later engine choice applies to keys loaded from then on.
+  const other = new SpyEngine();
+  store.setEngine(other);
+  store.create({ name: "c", cipher: "AES_XTS", key: KEY, key2: KEY2 });
+  store.acquire("c", "user");
+  assertEquals([spy.seen.length, other.seen.length], [2, 1]);
 });
 
 Deno.test("crypto keys: a key file loads only with owner-only permissions, all or nothing", async () => {

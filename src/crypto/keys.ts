@@ -88,11 +88,19 @@ function parseKeyHex(what: string, hex: unknown): Uint8Array {
 /** The named keys of one appliance. */
 export class KeyStore {
   readonly #keys = new Map<string, Entry>();
-  readonly #engine: () => XtsEngine;
+  #engine: () => XtsEngine;
 
   /** `engine` gives the engine that loads keys for crypto bdevs. */
   constructor(engine: () => XtsEngine = defaultXtsEngine) {
     this.#engine = engine;
+  }
+
+  /**
+   * Uses `engine` for crypto bdevs created from now on (the start-up choice
+   * of src/crypto/engines.ts); bdevs that exist keep the engine they have.
+   */
+  setEngine(engine: XtsEngine): void {
+    this.#engine = () => engine;
   }
 
   /** Adds a key; the halves must differ (XTS with key == key2 is refused, as FIPS 140-3 demands). */
