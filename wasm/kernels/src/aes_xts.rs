@@ -319,9 +319,11 @@ pub struct Tables {
     input: [[u8; 16]; 2],
     /// Encryption: S, 2S, last. Decryption: 14, 11, 13, 9, last.
     out: [[[u8; 16]; 2]; 5],
-    /// Byte permutations, as swizzle indices (all < 16). Encryption: SR0,
-    /// SR1, SR3, ROT1. Decryption: ISR0..ISR3.
-    perm: [[u8; 16]; 4],
+    /// Byte permutations, as swizzle indices (all < 16): `q[r % 4][k-1]`
+    /// is the rotation `Q_k` of round r (see `q_perm`); `last` is ShiftRows
+    /// squared, applied after the last S-box in both directions.
+    q: [[[u8; 16]; 3]; 4],
+    last: [u8; 16],
 }
 
 const fn bytes(p: [usize; 16]) -> [u8; 16] {
@@ -346,11 +348,13 @@ const fn tables(decrypt: bool) -> Tables {
         } else {
             [out_pair(0), out_pair(1), out_pair(2), none, none]
         },
-        perm: if decrypt {
-            [bytes(ISR0), bytes(ISR1), bytes(ISR2), bytes(ISR3)]
-        } else {
-            [bytes(SR0), bytes(SR1), bytes(SR3), bytes(ROT1)]
-        },
+        q: [
+            [q_perm(decrypt, 0, 1), q_perm(decrypt, 0, 2), q_perm(decrypt, 0, 3)],
+            [q_perm(decrypt, 1, 1), q_perm(decrypt, 1, 2), q_perm(decrypt, 1, 3)],
+            [q_perm(decrypt, 2, 1), q_perm(decrypt, 2, 2), q_perm(decrypt, 2, 3)],
+            [q_perm(decrypt, 3, 1), q_perm(decrypt, 3, 2), q_perm(decrypt, 3, 3)],
+        ],
+        last: bytes(sr_pow(2)),
     }
 }
 
@@ -364,20 +368,36 @@ static DEC_TABLES_STRICT: Tables = tables(true);
 
 // ---------------------------------------------------------------------------
 // Byte permutations (state is column major: byte 4c + r is row r, column c)
+//
+// A permutation is an index array: `out[i] = in[p[i]]` (a swizzle).
+// ShiftRows is never applied as such: the state of round r is kept as
+// SR^-r(s_r) (encryption) or SR^r(s_r) (decryption), with s_r the FIPS-197
+// state. The S-box is bytewise, so it commutes with any permutation; what
+// is left per round is MixColumns conjugated by SR^r, whose term `2a`
+// (`14y`) needs no permutation at all. That saves one permute per round
+// against ShiftRows + MixColumns. The round keys are permuted to match
+// (`xts_key_init`), and the last round ends with SR^2 (SR^14 = SR^2).
 
-const fn perm(kind: u8, k: usize) -> [usize; 16] {
+/// `a` then `b`: the index array of the map x -> b(a(x))... as swizzles,
+/// `swizzle(swizzle(x, pb), pa)`, i.e. out[i] = x[pb[pa[i]]].
+const fn then(pa: [usize; 16], pb: [usize; 16]) -> [usize; 16] {
+    let mut out = [0usize; 16];
+    let mut i = 0;
+    while i < 16 {
+        out[i] = pb[pa[i]];
+        i += 1;
+    }
+    out
+}
+
+/// ShiftRows to the power n (n mod 4): row r moves left by n * r.
+const fn sr_pow(n: usize) -> [usize; 16] {
     let mut p = [0usize; 16];
     let mut c = 0;
     while c < 4 {
         let mut r = 0;
         while r < 4 {
-            let rr = (r + k) % 4;
-            // rot_k then (Inv)ShiftRows: out[4c+r] = a[4 * col + rr]
-            let col = match kind {
-                0 => (c + rr) % 4,     // ShiftRows
-                _ => (c + 4 - rr) % 4, // InvShiftRows
-            };
-            p[4 * c + r] = 4 * col + rr;
+            p[4 * c + r] = 4 * ((c + n * r) % 4) + r;
             r += 1;
         }
         c += 1;
@@ -385,16 +405,43 @@ const fn perm(kind: u8, k: usize) -> [usize; 16] {
     p
 }
 
-/// `rot_k(ShiftRows(a))` with rot_k: row r of a column takes row r + k.
-const SR0: [usize; 16] = perm(0, 0);
-const SR1: [usize; 16] = perm(0, 1);
-const SR3: [usize; 16] = perm(0, 3);
-/// Rotation alone (k = 1).
-const ROT1: [usize; 16] = [1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12];
-const ISR0: [usize; 16] = perm(1, 0);
-const ISR1: [usize; 16] = perm(1, 1);
-const ISR2: [usize; 16] = perm(1, 2);
-const ISR3: [usize; 16] = perm(1, 3);
+/// Rotation within each column: row r takes row r + k.
+const fn rot(k: usize) -> [usize; 16] {
+    let mut p = [0usize; 16];
+    let mut c = 0;
+    while c < 4 {
+        let mut r = 0;
+        while r < 4 {
+            p[4 * c + r] = 4 * c + (r + k) % 4;
+            r += 1;
+        }
+        c += 1;
+    }
+    p
+}
+
+/// `Q_k` of round r: SR^-r . rot_k . SR^r (encryption), SR^r . rot_k .
+/// SR^-r (decryption), composed as operators (rightmost first).
+const fn q_perm(decrypt: bool, r: usize, k: usize) -> [u8; 16] {
+    let (first, last) = if decrypt {
+        (sr_pow((4 - r % 4) % 4), sr_pow(r % 4))
+    } else {
+        (sr_pow(r % 4), sr_pow((4 - r % 4) % 4))
+    };
+    // Operators: apply `first`, then rot_k, then `last`. As swizzles the
+    // index arrays compose in the other order (see `then`).
+    bytes(then(then(last, rot(k)), first))
+}
+
+/// Index array of SR^-r (encryption) or SR^r (decryption): how round r's
+/// key is permuted to match the state.
+const fn key_perm(decrypt: bool, r: usize) -> [usize; 16] {
+    if decrypt {
+        sr_pow(r % 4)
+    } else {
+        sr_pow((4 - r % 4) % 4)
+    }
+}
 
 // ---------------------------------------------------------------------------
 // The SIMD rounds
@@ -415,7 +462,7 @@ struct Loaded {
     in_lo: v128,
     in_hi: v128,
     out: [[v128; 2]; 5],
-    perm: [v128; 4],
+    last: v128,
 }
 
 #[inline(always)]
@@ -433,7 +480,7 @@ fn load_tables(t: &Tables) -> Loaded {
             [ld(&t.out[3][0]), ld(&t.out[3][1])],
             [ld(&t.out[4][0]), ld(&t.out[4][1])],
         ],
-        perm: [ld(&t.perm[0]), ld(&t.perm[1]), ld(&t.perm[2]), ld(&t.perm[3])],
+        last: ld(&t.last),
     }
 }
 
@@ -477,38 +524,39 @@ fn out(t: &Loaded, n: usize, io: v128, jo: v128) -> v128 {
     v128_xor(look16(t.out[n][0], io), look16(t.out[n][1], jo))
 }
 
-/// One middle encryption round of one block: SubBytes, ShiftRows,
-/// MixColumns, AddRoundKey, all in the nibble basis.
+/// One middle encryption round of one block: SubBytes, then MixColumns
+/// conjugated by the accumulated ShiftRows (`q1`, `q3`: this round's
+/// `Q_1`, `Q_3`), AddRoundKey; all in the nibble basis.
 #[inline(always)]
-fn enc_round(t: &Loaded, s: v128, k: v128) -> v128 {
+fn enc_round(t: &Loaded, s: v128, k: v128, q1: v128, q3: v128) -> v128 {
     let (io, jo) = invert(t, s);
     let a = out(t, 0, io, jo);
     let a2 = out(t, 1, io, jo);
-    // MixColumns(ShiftRows(S)): X = 2a + rot1(a), out = X + rot1(X) + rot3(a)
-    let x = v128_xor(look16(a2, t.perm[0]), look16(a, t.perm[1]));
-    let o = v128_xor(v128_xor(x, look16(x, t.perm[3])), look16(a, t.perm[2]));
+    // 2a + 3 Q1 a + Q2 a + Q3 a = X + Q1 X + Q3 a with X = 2a + Q1 a.
+    let x = v128_xor(a2, look16(a, q1));
+    let o = v128_xor(v128_xor(x, look16(x, q1)), look16(a, q3));
     v128_xor(o, k)
 }
 
 #[inline(always)]
 fn enc_last(t: &Loaded, s: v128, k: v128) -> v128 {
     let (io, jo) = invert(t, s);
-    v128_xor(look16(out(t, 2, io, jo), t.perm[0]), k)
+    v128_xor(look16(out(t, 2, io, jo), t.last), k)
 }
 
-/// One middle round of the equivalent inverse cipher: InvSubBytes,
-/// InvShiftRows, InvMixColumns, AddRoundKey, in the decryption basis.
+/// One middle round of the equivalent inverse cipher: InvSubBytes, then
+/// InvMixColumns conjugated by the accumulated InvShiftRows, AddRoundKey.
 #[inline(always)]
-fn dec_round(t: &Loaded, s: v128, k: v128) -> v128 {
+fn dec_round(t: &Loaded, s: v128, k: v128, q1: v128, q2: v128, q3: v128) -> v128 {
     let (io, jo) = invert(t, s);
     let e = out(t, 0, io, jo);
     let bb = out(t, 1, io, jo);
     let d = out(t, 2, io, jo);
     let n9 = out(t, 3, io, jo);
-    // InvMixColumns(InvShiftRows(y)): 14 a + 11 rot1 + 13 rot2 + 9 rot3
+    // 14 y + 11 Q1 y + 13 Q2 y + 9 Q3 y
     let o = v128_xor(
-        v128_xor(look16(e, t.perm[0]), look16(bb, t.perm[1])),
-        v128_xor(look16(d, t.perm[2]), look16(n9, t.perm[3])),
+        v128_xor(e, look16(bb, q1)),
+        v128_xor(look16(d, q2), look16(n9, q3)),
     );
     v128_xor(o, k)
 }
@@ -516,7 +564,7 @@ fn dec_round(t: &Loaded, s: v128, k: v128) -> v128 {
 #[inline(always)]
 fn dec_last(t: &Loaded, s: v128, k: v128) -> v128 {
     let (io, jo) = invert(t, s);
-    v128_xor(look16(out(t, 4, io, jo), t.perm[0]), k)
+    v128_xor(look16(out(t, 4, io, jo), t.last), k)
 }
 
 /// Encrypts the blocks `$s...` (plain variables, so they stay in locals;
@@ -524,13 +572,16 @@ fn dec_last(t: &Loaded, s: v128, k: v128) -> v128 {
 /// keys, the first plain, the middle ones in the nibble basis with 0x63
 /// folded in, the last plain with 0x63 folded in.
 macro_rules! encrypt_blocks {
-    ($t:expr, $rk:expr, $($s:ident),+) => {{
+    ($t:expr, $q:expr, $rk:expr, $($s:ident),+) => {{
         let k0 = v128_load($rk);
         $( $s = input($t, v128_xor($s, k0)); )+
         let mut r = 1;
         while r < 14 {
             let k = v128_load($rk.add(r));
-            $( $s = enc_round($t, $s, k); )+
+            let q = &$q[r % 4];
+            let q1 = ld(&q[0]);
+            let q3 = ld(&q[2]);
+            $( $s = enc_round($t, $s, k, q1, q3); )+
             r += 1;
         }
         let k14 = v128_load($rk.add(14));
@@ -542,14 +593,18 @@ macro_rules! encrypt_blocks {
 /// decryption round keys and the input constant, as `xts_key_init` lays
 /// them out.
 macro_rules! decrypt_blocks {
-    ($t:expr, $rk:expr, $($s:ident),+) => {{
+    ($t:expr, $q:expr, $rk:expr, $($s:ident),+) => {{
         let k0 = v128_load($rk);
         let c0 = v128_load($rk.add(15));
         $( $s = v128_xor(input($t, v128_xor($s, k0)), c0); )+
         let mut r = 1;
         while r < 14 {
             let k = v128_load($rk.add(r));
-            $( $s = dec_round($t, $s, k); )+
+            let q = &$q[r % 4];
+            let q1 = ld(&q[0]);
+            let q2 = ld(&q[1]);
+            let q3 = ld(&q[2]);
+            $( $s = dec_round($t, $s, k, q1, q2, q3); )+
             r += 1;
         }
         let k14 = v128_load($rk.add(14));
@@ -626,6 +681,22 @@ unsafe fn store_keys(dst: *mut u8, keys: &[[u8; 16]; 15]) {
     }
 }
 
+/// The encryption schedule as the kernel wants it: round 0 plain; rounds
+/// 1..13 permuted like the state (`key_perm`), in the nibble basis, with
+/// the S-box constant; round 14 plain with the constant.
+fn enc_schedule(w: &[[u8; 16]; 15], out: &mut [[u8; 16]; 15]) {
+    for r in 0..15 {
+        let p = key_perm(false, r);
+        for b in 0..16 {
+            out[r][b] = match r {
+                0 => w[r][b],
+                14 => w[r][b] ^ 0x63,
+                _ => bmap(w[r][p[b]] ^ 0x63),
+            };
+        }
+    }
+}
+
 /// Expands the 64-byte XTS key at `slot + 768` (key1 || key2) into the
 /// slot's schedules and zeroes the raw key. Returns 0, or -1 when the
 /// halves are equal (IEEE 1619-2018 requires key1 != key2). The slot must
@@ -656,15 +727,7 @@ pub unsafe extern "C" fn xts_key_init(slot: *mut u8) -> i32 {
     // Key1, encryption: round 0 plain; rounds 1..13 in the nibble basis
     // with the S-box constant; round 14 plain with the constant.
     expand(&key[..32], &mut w);
-    for r in 0..15 {
-        for b in 0..16 {
-            out[r][b] = match r {
-                0 => w[r][b],
-                14 => w[r][b] ^ 0x63,
-                _ => bmap(w[r][b] ^ 0x63),
-            };
-        }
-    }
+    enc_schedule(&w, &mut out);
     store_keys(slot.add(ENC1), &out);
 
     // Key1, decryption (equivalent inverse cipher): dk_0 = rk_14 (plain,
@@ -682,7 +745,10 @@ pub unsafe extern "C" fn xts_key_init(slot: *mut u8) -> i32 {
                 k[b] = bmap(affine_lin_inv(k[b])) ^ cst;
             }
         }
-        out[r] = k;
+        let p = key_perm(true, r);
+        for b in 0..16 {
+            out[r][b] = if r != 0 && r != 14 { k[p[b]] } else { k[b] };
+        }
         wipe(&mut k);
     }
     store_keys(slot.add(DEC1), &out);
@@ -692,15 +758,7 @@ pub unsafe extern "C" fn xts_key_init(slot: *mut u8) -> i32 {
 
     // Key2, encryption only (tweaks).
     expand(&key[32..], &mut w);
-    for r in 0..15 {
-        for b in 0..16 {
-            out[r][b] = match r {
-                0 => w[r][b],
-                14 => w[r][b] ^ 0x63,
-                _ => bmap(w[r][b] ^ 0x63),
-            };
-        }
-    }
+    enc_schedule(&w, &mut out);
     store_keys(slot.add(ENC2), &out);
 
     wipe(&mut w);
@@ -804,7 +862,7 @@ unsafe fn xts<const DECRYPT: bool>(
     let mut off = 0;
     while off < len {
         let mut t = u64x2(lo, hi);
-        encrypt_blocks!(&te, key2, t);
+        encrypt_blocks!(&te, &t_enc.q, key2, t);
         let mut b = 0;
         while b + LANES <= blocks {
             let p = src.add(off + 16 * b) as *const v128;
@@ -826,9 +884,9 @@ unsafe fn xts<const DECRYPT: bool>(
             let mut s6 = v128_xor(v128_load(p.add(6)), t6);
             let mut s7 = v128_xor(v128_load(p.add(7)), t7);
             if DECRYPT {
-                decrypt_blocks!(&td, key1, s0, s1, s2, s3, s4, s5, s6, s7);
+                decrypt_blocks!(&td, &t_dir.q, key1, s0, s1, s2, s3, s4, s5, s6, s7);
             } else {
-                encrypt_blocks!(&td, key1, s0, s1, s2, s3, s4, s5, s6, s7);
+                encrypt_blocks!(&td, &t_dir.q, key1, s0, s1, s2, s3, s4, s5, s6, s7);
             }
             let q = dst.add(off + 16 * b) as *mut v128;
             v128_store(q, v128_xor(s0, t0));
@@ -845,9 +903,9 @@ unsafe fn xts<const DECRYPT: bool>(
             let p = src.add(off + 16 * b) as *const v128;
             let mut s0 = v128_xor(v128_load(p), t);
             if DECRYPT {
-                decrypt_blocks!(&td, key1, s0);
+                decrypt_blocks!(&td, &t_dir.q, key1, s0);
             } else {
-                encrypt_blocks!(&td, key1, s0);
+                encrypt_blocks!(&td, &t_dir.q, key1, s0);
             }
             v128_store(dst.add(off + 16 * b) as *mut v128, v128_xor(s0, t));
             t = mul_alpha(t);
