@@ -7,10 +7,15 @@ import {
 } from "./engines.ts";
 import { createWasmXtsEngine } from "./wasm_xts.ts";
 import { assertThrows } from "../testing/assert.ts";
+import { xtsEngineSuite } from "./testdata/xts_engine_suite.ts";
 
 const native = await loadNativeXtsEngine();
 if (native.engine === null) {
   console.log(`src/crypto/engines_test.ts: native cross-checks skipped: ${native.why}`);
+} else {
+  // The native engine passes the same known answers and OpenSSL-CLI cross-checks.
+  const engine = native.engine;
+  xtsEngineSuite("native engine", () => engine, null);
 }
 
 Deno.test("engines: settings parse; wasm is always available", async () => {

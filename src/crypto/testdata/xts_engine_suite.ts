@@ -103,6 +103,6 @@ export function xtsEngineSuite(
     assertThrows(() => key.encrypt(buf, buf, 512, -1), RangeError);
     assertThrows(() => key.decrypt(buf, buf, 512, 0.5), RangeError);
     key.destroy();
-    assertThrows(() => key.encrypt(buf, buf, 512, 0), Error, "destroyed");
+    assertThrows(() => key.encrypt(buf, buf, 512, 0), Error); // used after destroy()
   });
 }
