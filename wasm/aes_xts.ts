@@ -129,14 +129,9 @@ export function xtsRun(
   const n = src.byteLength;
   if (n === 0) return;
   const mem = wasmMemoryBytes();
-  const unitPtr = slot + UNIT_OFFSET;
-  const call = (from: number, to: number, len: number, unitsBefore: number) => {
-    writeUnit(mem, unitPtr, first, unitsBefore);
-    const rc = kernel(slot, from, to, len, du, unitPtr);
-    if (rc !== 0) throw new Error(`xts kernel refused its arguments (code ${rc}).`);
-  };
   if (isInWasmMemory(src) && isInWasmMemory(dst)) {
-    call(src.byteOffset, dst.byteOffset, n, 0);
+    // The data path (buffers from wasmAlloc): in place, no allocation.
+    runKernel(kernel, mem, slot, src.byteOffset, dst.byteOffset, n, du, first, 0);
     return;
   }
   if (du > scratchBytes) {
@@ -148,15 +143,35 @@ export function xtsRun(
   for (let off = 0; off < n; off += piece) {
     const len = Math.min(piece, n - off);
     if (isInWasmMemory(src)) {
-      call(src.byteOffset + off, scratchPtr, len, off / du);
+      runKernel(kernel, mem, slot, src.byteOffset + off, scratchPtr, len, du, first, off / du);
     } else {
       mem.set(src.subarray(off, off + len), scratchPtr);
-      call(scratchPtr, scratchPtr, len, off / du);
+      runKernel(kernel, mem, slot, scratchPtr, scratchPtr, len, du, first, off / du);
     }
     dst.set(mem.subarray(scratchPtr, scratchPtr + len), off);
   }
   // Plaintext or ciphertext must not linger in the scratch area.
   mem.fill(0, scratchPtr, scratchPtr + Math.min(piece, n));
+}
+
+type Kernel = typeof kernels.xts_encrypt;
+
+/** One kernel call: writes the first unit number into the slot, checks the result. */
+function runKernel(
+  kernel: Kernel,
+  mem: Uint8Array,
+  slot: number,
+  from: number,
+  to: number,
+  len: number,
+  du: number,
+  first: number | Uint8Array,
+  unitsBefore: number,
+): void {
+  const unitPtr = slot + UNIT_OFFSET;
+  writeUnit(mem, unitPtr, first, unitsBefore);
+  const rc = kernel(slot, from, to, len, du, unitPtr);
+  if (rc !== 0) throw new Error(`xts kernel refused its arguments (code ${rc}).`);
 }
 
 const unitBytes = new Uint8Array(16);

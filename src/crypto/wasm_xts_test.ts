@@ -1,5 +1,5 @@
-import { assert, assertEquals } from "../testing/assert.ts";
-import { kernels, wasmMemoryBytes } from "../../wasm/kernels.ts";
+import { assert, assertEquals, assertThrows } from "../testing/assert.ts";
+import { ensureWasmMemory, kernels, wasmAlloc, wasmMemoryBytes } from "../../wasm/kernels.ts";
 import { XTS_SLOT_BYTES, xtsKeyLoad, xtsKeyWipe, xtsRun } from "../../wasm/aes_xts.ts";
 import { createWasmXtsEngine } from "./wasm_xts.ts";
 import { xtsEngineSuite } from "./testdata/xts_engine_suite.ts";
@@ -99,5 +99,26 @@ Deno.test("wasm engine: data outside wasm memory is staged in whole units; many 
   // The scratch area keeps no plaintext or ciphertext.
   const scratch = wasmMemoryBytes().subarray(kernels.scratch_ptr(), kernels.scratch_ptr() + 65536);
   assert(scratch.every((b) => b === 0), "scratch zeroed");
+  key.destroy();
+});
+
+Deno.test("wasm engine: data units over 64 KiB run in wasm memory, and are refused outside it", () => {
+  ensureWasmMemory();
+  const e = createWasmXtsEngine();
+  const keyBytes = crypto.getRandomValues(new Uint8Array(64));
+  const key = e.createKey(keyBytes);
+  const du = 128 * 1024;
+  assertThrows(
+    () => key.encrypt(new Uint8Array(du), new Uint8Array(du), du, 0),
+    RangeError,
+    "wasm memory",
+  );
+  const buf = wasmAlloc(du, 64);
+  for (let off = 0; off < du; off += 65536) crypto.getRandomValues(buf.subarray(off, off + 65536));
+  const plain = buf.slice();
+  key.encrypt(buf, buf, du, 5);
+  assert(buf.subarray(0, 16).some((b, i) => b !== plain[i]));
+  key.decrypt(buf, buf, du, 5);
+  assertEquals(buf, plain);
   key.destroy();
 });
