@@ -40,7 +40,13 @@ export async function loadNativeXtsEngine(): Promise<
     // A computed specifier: the module may not exist in this build.
     mod = await import(new URL(NATIVE_MODULE, import.meta.url).href);
   } catch (err) {
-    return { engine: null, why: `src/crypto/native_xts.ts not loadable (${String(err)})` };
+    const missing = err instanceof Error && err.message.includes("Module not found");
+    return {
+      engine: null,
+      why: missing
+        ? "src/crypto/native_xts.ts is not in this build"
+        : `src/crypto/native_xts.ts failed to load (${String(err)})`,
+    };
   }
   if (typeof mod.createNativeXtsEngine !== "function") {
     return { engine: null, why: "src/crypto/native_xts.ts has no createNativeXtsEngine()" };
