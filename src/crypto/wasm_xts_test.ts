@@ -122,3 +122,39 @@ Deno.test("wasm engine: data units over 64 KiB run in wasm memory, and are refus
   assertEquals(buf, plain);
   key.destroy();
 });
+
+Deno.test("wasm kernel: 11 units in one call equal 11 one-unit calls, across the 2^64 carry", () => {
+  const slot = xtsKeyLoad(crypto.getRandomValues(new Uint8Array(64)));
+  try {
+    const du = 512;
+    const data = crypto.getRandomValues(new Uint8Array(11 * du));
+    // First unit 2^64 - 3: units 3.. of the call carry into the high half.
+    const first = new Uint8Array(16);
+    first.fill(0xff, 0, 8);
+    first[0] = 0xfd;
+    for (const decrypt of [false, true]) {
+      const whole = new Uint8Array(data.length);
+      xtsRun(slot, decrypt, data, whole, du, first);
+      for (let u = 0; u < 11; u++) {
+        const unit = new Uint8Array(16);
+        let carry = u;
+        for (let i = 0; i < 16; i++) {
+          const v = (first[i] ?? 0) + (carry & 0xff);
+          unit[i] = v & 0xff;
+          carry = (carry >> 8) + (v >> 8);
+        }
+        const one = new Uint8Array(du);
+        xtsRun(slot, decrypt, data.subarray(u * du, (u + 1) * du), one, du, unit);
+        assertEquals(one, whole.subarray(u * du, (u + 1) * du), `unit ${u} decrypt=${decrypt}`);
+      }
+      if (!decrypt) {
+        // And it decrypts back.
+        const back = new Uint8Array(data.length);
+        xtsRun(slot, true, whole, back, du, first);
+        assertEquals(back, data);
+      }
+    }
+  } finally {
+    xtsKeyWipe(slot);
+  }
+});

@@ -252,7 +252,10 @@ const fn check_inversion() -> bool {
         let (io, jo) = io_jo(b as u8);
         assert!(io < 16 || (io >= 0x80 && io < 0x90), "index range");
         assert!(jo < 16 || (jo >= 0x80 && jo < 0x90), "index range");
-        assert!(look(&FG.0, io) ^ look(&FG.1, jo) == ginv(x), "inversion identity fails");
+        assert!(
+            look(&FG.0, io) ^ look(&FG.1, jo) == ginv(x),
+            "inversion identity fails"
+        );
         b += 1;
     }
     true
@@ -303,8 +306,16 @@ const fn in_pair(decrypt: bool) -> [[u8; 16]; 2] {
     while n < 16 {
         let lo = n as u8;
         let hi = (n as u8) << 4;
-        t[0][n] = if decrypt { bmap(affine_lin_inv(lo)) } else { bmap(lo) };
-        t[1][n] = if decrypt { bmap(affine_lin_inv(hi)) } else { bmap(hi) };
+        t[0][n] = if decrypt {
+            bmap(affine_lin_inv(lo))
+        } else {
+            bmap(lo)
+        };
+        t[1][n] = if decrypt {
+            bmap(affine_lin_inv(hi))
+        } else {
+            bmap(hi)
+        };
         n += 1;
     }
     t
@@ -344,15 +355,37 @@ const fn tables(decrypt: bool) -> Tables {
         ak: AK,
         input: in_pair(decrypt),
         out: if decrypt {
-            [out_pair(3), out_pair(4), out_pair(5), out_pair(6), out_pair(7)]
+            [
+                out_pair(3),
+                out_pair(4),
+                out_pair(5),
+                out_pair(6),
+                out_pair(7),
+            ]
         } else {
             [out_pair(0), out_pair(1), out_pair(2), none, none]
         },
         q: [
-            [q_perm(decrypt, 0, 1), q_perm(decrypt, 0, 2), q_perm(decrypt, 0, 3)],
-            [q_perm(decrypt, 1, 1), q_perm(decrypt, 1, 2), q_perm(decrypt, 1, 3)],
-            [q_perm(decrypt, 2, 1), q_perm(decrypt, 2, 2), q_perm(decrypt, 2, 3)],
-            [q_perm(decrypt, 3, 1), q_perm(decrypt, 3, 2), q_perm(decrypt, 3, 3)],
+            [
+                q_perm(decrypt, 0, 1),
+                q_perm(decrypt, 0, 2),
+                q_perm(decrypt, 0, 3),
+            ],
+            [
+                q_perm(decrypt, 1, 1),
+                q_perm(decrypt, 1, 2),
+                q_perm(decrypt, 1, 3),
+            ],
+            [
+                q_perm(decrypt, 2, 1),
+                q_perm(decrypt, 2, 2),
+                q_perm(decrypt, 2, 3),
+            ],
+            [
+                q_perm(decrypt, 3, 1),
+                q_perm(decrypt, 3, 2),
+                q_perm(decrypt, 3, 3),
+            ],
         ],
         last: bytes(sr_pow(2)),
     }
@@ -622,8 +655,8 @@ const ENC1: usize = 0; // 15 round keys of key1 (encryption)
 const DEC1: usize = 240; // 15 round keys of key1 (decryption) + 1 constant
 const ENC2: usize = 512; // 15 round keys of key2 (tweak encryption)
 const RAW: usize = 768; // the 64 raw key bytes, zeroed by key_init
-// Bytes 832..848: where the TS side puts the first data-unit number of a
-// call (`unit` of `xts_encrypt`); not secret.
+                        // Bytes 832..848: where the TS side puts the first data-unit number of a
+                        // call (`unit` of `xts_encrypt`); not secret.
 
 fn expand(key: &[u8], w: &mut [[u8; 16]; 15]) {
     // FIPS-197 KeyExpansion for Nk = 8, Nr = 14, as 60 words.
@@ -820,6 +853,15 @@ fn mul_alpha(t: v128) -> v128 {
     v128_xor(sh, v128_and(swapped, i64x2(0x87, 1)))
 }
 
+/// Advances the 128-bit data-unit number (lo, hi) and returns the new one
+/// as a tweak block.
+#[inline(always)]
+fn next_unit(lo: &mut u64, hi: &mut u64) -> v128 {
+    *lo = lo.wrapping_add(1);
+    *hi = hi.wrapping_add((*lo == 0) as u64);
+    u64x2(*lo, *hi)
+}
+
 /// Checks the arguments: 0 ok, -2 length not a multiple of 16, -3 data
 /// unit not a positive multiple of 16, -4 length not a multiple of the unit.
 fn check(len: usize, du: usize) -> i32 {
@@ -861,59 +903,82 @@ unsafe fn xts<const DECRYPT: bool>(
     let blocks = du / 16;
     let mut off = 0;
     while off < len {
-        let mut t = u64x2(lo, hi);
-        encrypt_blocks!(&te, &t_enc.q, key2, t);
-        let mut b = 0;
-        while b + LANES <= blocks {
-            let p = src.add(off + 16 * b) as *const v128;
-            let t0 = t;
-            let t1 = mul_alpha(t0);
-            let t2 = mul_alpha(t1);
-            let t3 = mul_alpha(t2);
-            let t4 = mul_alpha(t3);
-            let t5 = mul_alpha(t4);
-            let t6 = mul_alpha(t5);
-            let t7 = mul_alpha(t6);
-            t = mul_alpha(t7);
-            let mut s0 = v128_xor(v128_load(p), t0);
-            let mut s1 = v128_xor(v128_load(p.add(1)), t1);
-            let mut s2 = v128_xor(v128_load(p.add(2)), t2);
-            let mut s3 = v128_xor(v128_load(p.add(3)), t3);
-            let mut s4 = v128_xor(v128_load(p.add(4)), t4);
-            let mut s5 = v128_xor(v128_load(p.add(5)), t5);
-            let mut s6 = v128_xor(v128_load(p.add(6)), t6);
-            let mut s7 = v128_xor(v128_load(p.add(7)), t7);
-            if DECRYPT {
-                decrypt_blocks!(&td, &t_dir.q, key1, s0, s1, s2, s3, s4, s5, s6, s7);
-            } else {
-                encrypt_blocks!(&td, &t_dir.q, key1, s0, s1, s2, s3, s4, s5, s6, s7);
+        // The tweaks of the next (up to) eight data units, encrypted side by
+        // side: one at a time, the tweak of a 512-byte unit cost ~5%.
+        let units = core::cmp::min((len - off) / du, 8);
+        let mut tweaks = [u64x2(0, 0); 8];
+        if units == 8 {
+            let mut u0 = u64x2(lo, hi);
+            let mut u1 = next_unit(&mut lo, &mut hi);
+            let mut u2 = next_unit(&mut lo, &mut hi);
+            let mut u3 = next_unit(&mut lo, &mut hi);
+            let mut u4 = next_unit(&mut lo, &mut hi);
+            let mut u5 = next_unit(&mut lo, &mut hi);
+            let mut u6 = next_unit(&mut lo, &mut hi);
+            let mut u7 = next_unit(&mut lo, &mut hi);
+            next_unit(&mut lo, &mut hi);
+            encrypt_blocks!(&te, &t_enc.q, key2, u0, u1, u2, u3, u4, u5, u6, u7);
+            tweaks = [u0, u1, u2, u3, u4, u5, u6, u7];
+        } else {
+            for slot_tweak in tweaks.iter_mut().take(units) {
+                let mut u = u64x2(lo, hi);
+                next_unit(&mut lo, &mut hi);
+                encrypt_blocks!(&te, &t_enc.q, key2, u);
+                *slot_tweak = u;
             }
-            let q = dst.add(off + 16 * b) as *mut v128;
-            v128_store(q, v128_xor(s0, t0));
-            v128_store(q.add(1), v128_xor(s1, t1));
-            v128_store(q.add(2), v128_xor(s2, t2));
-            v128_store(q.add(3), v128_xor(s3, t3));
-            v128_store(q.add(4), v128_xor(s4, t4));
-            v128_store(q.add(5), v128_xor(s5, t5));
-            v128_store(q.add(6), v128_xor(s6, t6));
-            v128_store(q.add(7), v128_xor(s7, t7));
-            b += LANES;
         }
-        while b < blocks {
-            let p = src.add(off + 16 * b) as *const v128;
-            let mut s0 = v128_xor(v128_load(p), t);
-            if DECRYPT {
-                decrypt_blocks!(&td, &t_dir.q, key1, s0);
-            } else {
-                encrypt_blocks!(&td, &t_dir.q, key1, s0);
+        for &first_tweak in tweaks.iter().take(units) {
+            let mut t = first_tweak;
+            let mut b = 0;
+            while b + LANES <= blocks {
+                let p = src.add(off + 16 * b) as *const v128;
+                let t0 = t;
+                let t1 = mul_alpha(t0);
+                let t2 = mul_alpha(t1);
+                let t3 = mul_alpha(t2);
+                let t4 = mul_alpha(t3);
+                let t5 = mul_alpha(t4);
+                let t6 = mul_alpha(t5);
+                let t7 = mul_alpha(t6);
+                t = mul_alpha(t7);
+                let mut s0 = v128_xor(v128_load(p), t0);
+                let mut s1 = v128_xor(v128_load(p.add(1)), t1);
+                let mut s2 = v128_xor(v128_load(p.add(2)), t2);
+                let mut s3 = v128_xor(v128_load(p.add(3)), t3);
+                let mut s4 = v128_xor(v128_load(p.add(4)), t4);
+                let mut s5 = v128_xor(v128_load(p.add(5)), t5);
+                let mut s6 = v128_xor(v128_load(p.add(6)), t6);
+                let mut s7 = v128_xor(v128_load(p.add(7)), t7);
+                if DECRYPT {
+                    decrypt_blocks!(&td, &t_dir.q, key1, s0, s1, s2, s3, s4, s5, s6, s7);
+                } else {
+                    encrypt_blocks!(&td, &t_dir.q, key1, s0, s1, s2, s3, s4, s5, s6, s7);
+                }
+                let q = dst.add(off + 16 * b) as *mut v128;
+                v128_store(q, v128_xor(s0, t0));
+                v128_store(q.add(1), v128_xor(s1, t1));
+                v128_store(q.add(2), v128_xor(s2, t2));
+                v128_store(q.add(3), v128_xor(s3, t3));
+                v128_store(q.add(4), v128_xor(s4, t4));
+                v128_store(q.add(5), v128_xor(s5, t5));
+                v128_store(q.add(6), v128_xor(s6, t6));
+                v128_store(q.add(7), v128_xor(s7, t7));
+                b += LANES;
             }
-            v128_store(dst.add(off + 16 * b) as *mut v128, v128_xor(s0, t));
-            t = mul_alpha(t);
-            b += 1;
+            while b < blocks {
+                let p = src.add(off + 16 * b) as *const v128;
+                let mut s0 = v128_xor(v128_load(p), t);
+                if DECRYPT {
+                    decrypt_blocks!(&td, &t_dir.q, key1, s0);
+                } else {
+                    encrypt_blocks!(&td, &t_dir.q, key1, s0);
+                }
+                v128_store(dst.add(off + 16 * b) as *mut v128, v128_xor(s0, t));
+                t = mul_alpha(t);
+                b += 1;
+            }
+            off += du;
         }
-        lo = lo.wrapping_add(1);
-        hi = hi.wrapping_add((lo == 0) as u64);
-        off += du;
     }
     0
 }
@@ -966,7 +1031,16 @@ pub unsafe extern "C" fn xts_encrypt_strict(
     du: usize,
     unit: *const u8,
 ) -> i32 {
-    xts::<false>(&ENC_TABLES_STRICT, &ENC_TABLES_STRICT, slot, src, dst, len, du, unit)
+    xts::<false>(
+        &ENC_TABLES_STRICT,
+        &ENC_TABLES_STRICT,
+        slot,
+        src,
+        dst,
+        len,
+        du,
+        unit,
+    )
 }
 
 /// `xts_decrypt` left on strict swizzles (benchmark and cross-check).
@@ -982,5 +1056,14 @@ pub unsafe extern "C" fn xts_decrypt_strict(
     du: usize,
     unit: *const u8,
 ) -> i32 {
-    xts::<true>(&ENC_TABLES_STRICT, &DEC_TABLES_STRICT, slot, src, dst, len, du, unit)
+    xts::<true>(
+        &ENC_TABLES_STRICT,
+        &DEC_TABLES_STRICT,
+        slot,
+        src,
+        dst,
+        len,
+        du,
+        unit,
+    )
 }
