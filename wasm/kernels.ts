@@ -28,6 +28,7 @@ type Fn0 = () => number;
 type Fn1 = (a: number) => number;
 type Fn2 = (a: number, b: number) => number;
 type Fn3 = (a: number, b: number, c: number) => number;
+type Fn6 = (a: number, b: number, c: number, d: number, e: number, f: number) => number;
 
 /**
  * The module's raw exports. Pointers are byte offsets into `memory`; every
@@ -51,6 +52,19 @@ export interface KernelExports {
   crc32c_scalar: Fn3;
   /** `(ctx, head)` -> segments or a negative code: wasm/kernels/src/virtq.rs, wasm/virtq.ts. */
   virtq_walk: Fn2;
+  /** `(slot)` -> 0, or -1 when the key halves are equal: wasm/kernels/src/aes_xts.rs. */
+  xts_key_init: Fn1;
+  /** `(slot)`: zeroes a key slot. */
+  xts_key_wipe: Fn1;
+  xts_slot_bytes: Fn0;
+  xts_static_slots_ptr: Fn0;
+  xts_static_slots: Fn0;
+  /** `(slot, src, dst, len, dataUnit, unitPtr)` -> 0 or a negative code; relaxed swizzles. */
+  xts_encrypt: Fn6;
+  xts_decrypt: Fn6;
+  /** The same kernels on strict swizzles (benchmark and cross-check). */
+  xts_encrypt_strict: Fn6;
+  xts_decrypt_strict: Fn6;
 }
 
 /** Where the module is read from. */
@@ -101,6 +115,15 @@ function load(): KernelExports {
     crc32c_strict: fn<Fn3>("crc32c_strict"),
     crc32c_scalar: fn<Fn3>("crc32c_scalar"),
     virtq_walk: fn<Fn2>("virtq_walk"),
+    xts_key_init: fn<Fn1>("xts_key_init"),
+    xts_key_wipe: fn<Fn1>("xts_key_wipe"),
+    xts_slot_bytes: fn<Fn0>("xts_slot_bytes"),
+    xts_static_slots_ptr: fn<Fn0>("xts_static_slots_ptr"),
+    xts_static_slots: fn<Fn0>("xts_static_slots"),
+    xts_encrypt: fn<Fn6>("xts_encrypt"),
+    xts_decrypt: fn<Fn6>("xts_decrypt"),
+    xts_encrypt_strict: fn<Fn6>("xts_encrypt_strict"),
+    xts_decrypt_strict: fn<Fn6>("xts_decrypt_strict"),
   };
 }
 
