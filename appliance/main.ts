@@ -20,6 +20,11 @@ import { VERSION } from "../src/version.ts";
 import { perf, PERF_USAGE } from "./perf.ts";
 import { dd, DD_USAGE } from "./dd.ts";
 import { keyStoreOf } from "../src/crypto/crypto_rpc.ts";
+import {
+  parseXtsEngineSetting,
+  selectXtsEngine,
+  type XtsEngineSetting,
+} from "../src/crypto/engines.ts";
 import { loadKeyFile } from "../src/crypto/keys.ts";
 import { configureGuestWindow } from "../wasm/kernels.ts";
 
@@ -59,6 +64,8 @@ Options:
                       the vhost-user-blk socket <state-dir>/vhost-default.sock.
   --key-file FILE     Crypto keys for encrypted bdevs, loaded before the config (default
                       <state-dir>/keys.json when it exists; must be mode 0600; docs/crypto.md)
+  --crypto-engine E   AES-XTS engine: wasm, native (OpenSSL's libcrypto) or auto (default:
+                      measure both at start-up, take the faster, WASM when libcrypto is missing)
   --nvmf-listen A:P   Where the default config listens for NVMe/TCP (default 127.0.0.1:4420;
                       loopback unless you say otherwise). Only used when creating the default.
   --guest-window-mib N
@@ -162,6 +169,12 @@ async function serve(p: ParsedArgs): Promise<number> {
   const configPath = resolve(optString(p, "config") ?? `${stateDir}/config.json`);
   const keyFileOpt = optString(p, "key-file");
   const keyFile = resolve(keyFileOpt ?? `${stateDir}/keys.json`);
+  let engineSetting: XtsEngineSetting;
+  try {
+    engineSetting = parseXtsEngineSetting(optString(p, "crypto-engine") ?? "auto");
+  } catch (e) {
+    throw new UsageError(`--crypto-engine: ${errorText(e)}`);
+  }
   const listen = parseListen(optString(p, "nvmf-listen") ?? DEFAULT_NVMF_LISTEN);
   const windowMiB = Number(optString(p, "guest-window-mib") ?? DEFAULT_GUEST_WINDOW_MIB);
   if (!Number.isInteger(windowMiB) || windowMiB < 0 || windowMiB > 3072) {
@@ -180,6 +193,7 @@ async function serve(p: ParsedArgs): Promise<number> {
   const app = new App(undefined, log);
   app.start();
   try {
+    keyStoreOf(app).setEngine((await selectXtsEngine(engineSetting, log)).engine);
     // Keys first: crypto bdevs in the config name them.
     if (keyFileOpt !== undefined || await exists(keyFile)) {
       const names = await loadKeyFile(keyStoreOf(app), keyFile);
