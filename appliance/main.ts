@@ -20,6 +20,7 @@ import { VERSION } from "../src/version.ts";
 import { perf, PERF_USAGE } from "./perf.ts";
 import { dd, DD_USAGE } from "./dd.ts";
 import { keyStoreOf } from "../src/crypto/crypto_rpc.ts";
+import { selectCrc32cEngine } from "../src/nvmf_tcp/crc_engine.ts";
 import {
   parseXtsEngineSetting,
   selectXtsEngine,
@@ -66,6 +67,8 @@ Options:
                       <state-dir>/keys.json when it exists; must be mode 0600; docs/crypto.md)
   --crypto-engine E   AES-XTS engine: wasm, native (OpenSSL's libcrypto) or auto (default:
                       measure both at start-up, take the faster, WASM when libcrypto is missing)
+  --crc-engine E      CRC32C engine of the NVMe/TCP digests: wasm, native (ISA-L, Debian's
+                      libisal2) or auto (default: the faster at start-up; WASM without libisal2)
   --nvmf-listen A:P   Where the default config listens for NVMe/TCP (default 127.0.0.1:4420;
                       loopback unless you say otherwise). Only used when creating the default.
   --guest-window-mib N
@@ -170,10 +173,12 @@ async function serve(p: ParsedArgs): Promise<number> {
   const keyFileOpt = optString(p, "key-file");
   const keyFile = resolve(keyFileOpt ?? `${stateDir}/keys.json`);
   let engineSetting: XtsEngineSetting;
+  let crcSetting: XtsEngineSetting;
   try {
     engineSetting = parseXtsEngineSetting(optString(p, "crypto-engine") ?? "auto");
+    crcSetting = parseXtsEngineSetting(optString(p, "crc-engine") ?? "auto");
   } catch (e) {
-    throw new UsageError(`--crypto-engine: ${errorText(e)}`);
+    throw new UsageError(`--crypto-engine / --crc-engine: ${errorText(e)}`);
   }
   const listen = parseListen(optString(p, "nvmf-listen") ?? DEFAULT_NVMF_LISTEN);
   const windowMiB = Number(optString(p, "guest-window-mib") ?? DEFAULT_GUEST_WINDOW_MIB);
@@ -194,6 +199,7 @@ async function serve(p: ParsedArgs): Promise<number> {
   app.start();
   try {
     keyStoreOf(app).setEngine((await selectXtsEngine(engineSetting, log)).engine);
+    selectCrc32cEngine(crcSetting, log);
     // Keys first: crypto bdevs in the config name them.
     if (keyFileOpt !== undefined || await exists(keyFile)) {
       const names = await loadKeyFile(keyStoreOf(app), keyFile);

@@ -36,6 +36,21 @@ function open(): IsalLib | null {
   return lib;
 }
 
+/**
+ * ISA-L's raw `crc32_iscsi(buf, len, register)` -> register (no inversions:
+ * `crc32c(data, seed) = ~f(data, len, ~seed)`), or null when libisal.so.2
+ * cannot be loaded. For hot paths that pass whole prebuilt views (no
+ * allocation per call); `len` must be at most the view's length.
+ */
+export function loadIsalCrc32cRaw():
+  | ((buf: Uint8Array, len: number, reg: number) => number)
+  | null {
+  const l = open();
+  if (l === null) return null;
+  const f = l.symbols.crc32_iscsi;
+  return (buf, len, reg) => f(buf as Uint8Array<ArrayBuffer>, len, reg);
+}
+
 /** A CRC32C implementation: `(data, seed = 0) -> CRC`, as wasm/crc32c.ts's `crc32c`. */
 export type Crc32cFn = (data: Uint8Array, seed?: number) => number;
 
