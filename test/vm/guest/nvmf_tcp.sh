@@ -53,8 +53,17 @@ i=0; while [ -b /dev/nvme0n1 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); do
 # shellcheck disable=SC2086
 nvme connect -t tcp -a "$ADDR" -s "$PORT" -n "$NQN" $DIGEST >/tmp/conn.txt 2>&1 ||
   fail reconnect "$(cat /tmp/conn.txt)" 53
-dev=$(ls /dev/nvme*n1 | head -1)
-wait_dev "$dev" 20 || fail reconnect "no namespace after reconnect" 54
+# The namespace's block device appears asynchronously (the kernel scans after connect returns):
+# wait for it rather than listing /dev once.
+dev=""
+i=0
+while [ -z "$dev" ] && [ "$i" -lt 200 ]; do
+  dev=$(ls /dev/nvme*n1 2>/dev/null | head -1) || true
+  [ -n "$dev" ] || sleep 0.1
+  i=$((i + 1))
+done
+[ -n "$dev" ] && [ -b "$dev" ] ||
+  fail reconnect "no namespace after reconnect: $(ls /dev/nvme* 2>&1 | tr '\n' ' ')" 54
 mount -t ext4 "$dev" /mnt/n || fail reconnect "mount after reconnect" 55
 (cd /mnt/n && sha256sum -c /tmp/sums) >/tmp/check.txt 2>&1 || fail filesystem "$(cat /tmp/check.txt)" 56
 umount /mnt/n
