@@ -3,13 +3,14 @@
 # served by sluice, in a guest that the host live-migrates to a second QEMU while fio runs. The
 # script starts on the source QEMU and ends on the destination (whose console gets the rest).
 #   NUM_BLOCKS     expected size of /dev/vda in 512-byte sectors
-#   PATTERN_MIB    offset of two 2 MiB random patterns, A then B, in MiB (past fio's regions)
+#   PATTERN_MIB    offset of a 48 MiB random pattern, in MiB (past fio's regions)
 #   FIO_JOBS       fio writer jobs, each on its own FIO_SIZE_MIB region
 #   FIO_SIZE_MIB   region of each job
 #   FIO_RUNTIME    seconds fio runs (the migration must complete inside them)
 # Every step prints STEP <name> OK; the first failure exits non-zero with its step's code.
 # FIO_RUNNING tells the host to migrate now; FIO_DONE that fio has ended.
 # Report (/dev/report): {"fioErr": N, "rereads": N, "writeIos": N, "verifyIos": N}
+PATTERN_BLOCKS=12 # of 4 MiB: a dd of the pattern lasts longer than the migration
 set -eu
 fail() { echo "STEP $1 FAILED: $2"; exit "$3"; }
 step() { echo "STEP $1 OK"; }
@@ -21,17 +22,16 @@ size=$(cat /sys/block/vda/size)
 [ "$size" = "$NUM_BLOCKS" ] || fail device "/sys/block/vda/size is $size, expected $NUM_BLOCKS" 11
 step device
 
-# Two different 2 MiB patterns: the reader below alternates between them, so a stale page left
-# by a read that was not logged holds the other pattern (or older bytes), never the right one.
-for p in a b; do
-  dd if=/dev/urandom of=/tmp/pattern.$p bs=1M count=2 2>/dev/null
-done
-sha_a=$(sha256sum /tmp/pattern.a | cut -d' ' -f1)
-sha_b=$(sha256sum /tmp/pattern.b | cut -d' ' -f1)
-dd if=/tmp/pattern.a of="$dev" bs=1M seek="$PATTERN_MIB" oflag=direct conv=fsync 2>/tmp/dd.txt ||
-  fail pattern "write A: $(cat /tmp/dd.txt)" 20
-dd if=/tmp/pattern.b of="$dev" bs=1M seek="$((PATTERN_MIB + 2))" oflag=direct conv=fsync \
-  2>/tmp/dd.txt || fail pattern "write B: $(cat /tmp/dd.txt)" 21
+# 48 MiB of random bytes, written once and read back before the migration.
+head -c $((PATTERN_BLOCKS * 4 * 1048576)) /dev/urandom >/tmp/pattern
+want=$(md5sum </tmp/pattern | cut -d' ' -f1)
+dd if=/tmp/pattern of="$dev" bs=4M seek="$((PATTERN_MIB / 4))" oflag=direct conv=fsync \
+  2>/tmp/dd.txt || fail pattern "write: $(cat /tmp/dd.txt)" 20
+rm /tmp/pattern
+got=$(dd if="$dev" bs=4M count="$PATTERN_BLOCKS" skip="$((PATTERN_MIB / 4))" iflag=direct \
+  2>/dev/null | md5sum | cut -d' ' -f1)
+[ "$got" = "$want" ] || fail pattern "read back as $got, wrote $want" 21
+echo "pattern md5=$want at $PATTERN_MIB MiB"
 step pattern
 
 # fio: random 4k writes at QD32 in FIO_JOBS jobs for FIO_RUNTIME seconds; every 256 writes a job
@@ -67,28 +67,47 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 kill -0 "$fio_pid" 2>/dev/null || { wait "$fio_pid" || true; fail fio "fio ended early: $(tail -20 /tmp/fio.txt)" 30; }
+
+# A reader that reads the pattern back again and again until told to stop. Each dd reads it 1 MiB
+# at a time into one buffer that only the device writes (O_DIRECT) and the CPU only reads (the
+# pipe to md5sum). The host migrates while the first dd runs, whose buffer the guest touched
+# before the migration began: the migration sends it once, and afterwards only sluice's dirty
+# log can tell QEMU that it changed. Without that log the destination gets the buffer as it was
+# first sent, and the checksum of the dd under way at the switch-over does not match.
+reader() {
+  n=0
+  while [ ! -e /tmp/stop ]; do
+    echo "$n" >/tmp/reading
+    got=$(dd if="$dev" bs=1M count="$((PATTERN_BLOCKS * 4))" skip="$PATTERN_MIB" iflag=direct \
+      2>/tmp/dd.txt | md5sum | cut -d' ' -f1)
+    if [ "$got" != "$want" ]; then
+      echo "pattern read back as $got after $n good reads: $(cat /tmp/dd.txt)" >/tmp/reader.bad
+      return 1
+    fi
+    n=$((n + 1))
+    echo "$n" >/tmp/rereads
+  done
+}
+reader &
+reader_pid=$!
+for _ in $(seq 100); do [ -e /tmp/reading ] && break; sleep 0.1; done
+sleep 0.5 # the first dd has its buffer now
 echo "FIO_RUNNING"
 
-# Meanwhile, read the patterns back again and again (1 MiB O_DIRECT reads into fresh buffers).
-rereads=0
-while kill -0 "$fio_pid" 2>/dev/null; do
-  if [ $((rereads % 2)) = 0 ]; then p=a; skip=$PATTERN_MIB; want=$sha_a
-  else p=b; skip=$((PATTERN_MIB + 2)); want=$sha_b; fi
-  dd if="$dev" of=/tmp/back bs=1M count=2 skip="$skip" iflag=direct 2>/tmp/dd.txt ||
-    fail reread "dd: $(cat /tmp/dd.txt)" 40
-  got=$(sha256sum /tmp/back | cut -d' ' -f1)
-  [ "$got" = "$want" ] || fail reread "pattern $p read back $got after $rereads reads" 41
-  rereads=$((rereads + 1))
-done
 rc=0
 wait "$fio_pid" || rc=$?
+touch /tmp/stop
+reader_rc=0
+wait "$reader_pid" || reader_rc=$?
+rereads=$(cat /tmp/rereads 2>/dev/null || echo 0)
 echo "FIO_DONE rc=$rc rereads=$rereads"
 [ "$rc" = 0 ] || fail fio "fio exit $rc: $(tail -30 /tmp/fio.txt)" 50
 grep -q "err= 0" /tmp/fio.txt || fail fio "$(grep -E 'err=|verify' /tmp/fio.txt)" 51
 if grep -q "err= *[1-9]" /tmp/fio.txt; then fail fio "$(grep err= /tmp/fio.txt)" 52; fi
 grep -E "IOPS=|err=|issued rwts" /tmp/fio.txt || true
 step fio
-[ "$rereads" -gt 0 ] || fail reread "no pattern read completed while fio ran" 42
+[ "$reader_rc" = 0 ] || fail reread "$(cat /tmp/reader.bad)" 41
+[ "$rereads" -gt 1 ] || fail reread "only $rereads pattern reads completed while fio ran" 42
 step reread
 
 # fio's "issued rwts: total=R,W,..." line: reads are its verify reads.
