@@ -47,12 +47,13 @@ export const VIRTQ_MAX_SIZE = 32768;
 /** Bytes per descriptor. */
 export const VIRTQ_DESC_BYTES = 16;
 
-const FENCE_CELL = new Int32Array(1);
+/** The cell the fence operates on (shared, so no engine may treat the access as private). */
+const FENCE_CELL = new Int32Array(new SharedArrayBuffer(4));
 
 /**
- * A full memory barrier (x86 `mfence` semantics): V8 compiles every Atomics
- * read-modify-write to a locked instruction, also on a non-shared buffer,
- * and a locked instruction drains the store buffer before any later load.
+ * A full memory barrier (x86 `mfence` semantics): V8 compiles an Atomics
+ * read-modify-write to a locked instruction, and a locked instruction drains
+ * the store buffer before any later load, whatever address it names.
  * Allocates nothing.
  */
 export function fullFence(): void {
