@@ -18,6 +18,19 @@ import {
 import { rpcCall, RpcClientError, RpcServer } from "../src/rpc/server.ts";
 import { VERSION } from "../src/version.ts";
 import { perf, PERF_USAGE } from "./perf.ts";
+import { dd, DD_USAGE } from "./dd.ts";
+import { keyStoreOf } from "../src/crypto/crypto_rpc.ts";
+import { selectCrc32cEngine } from "../src/nvmf_tcp/crc_engine.ts";
+import {
+  parseXtsEngineSetting,
+  selectXtsEngine,
+  type XtsEngineSetting,
+} from "../src/crypto/engines.ts";
+import { loadKeyFile } from "../src/crypto/keys.ts";
+import { configureGuestWindow } from "../wasm/kernels.ts";
+
+/** The wasm guest window of `serve` (wasm/guest_window.ts), in MiB. */
+const DEFAULT_GUEST_WINDOW_MIB = 2048;
 
 const DEFAULT_STATE_DIR = "./var";
 const DEFAULT_VOLUME_BYTES = 1024 ** 3;
@@ -33,6 +46,7 @@ Commands:
   rpc       Call a JSON-RPC method on a running appliance
   status    Show what a running appliance is serving
   perf      Measure an NVMe-oF target as spdk_nvme_perf does (sluice perf --help)
+  dd        Copy between files and bdevs offline, as spdk_dd does (sluice dd --help)
   help      Show this help, or a command's: sluice help <command>
 
 Run 'sluice <command> --help' for a command's options.`;
@@ -49,8 +63,19 @@ Options:
                       file-backed bdev "default" on <state-dir>/default.img, exported
                       over NVMe/TCP as namespace 1 of ${DEFAULT_NQN} and to VMs on
                       the vhost-user-blk socket <state-dir>/vhost-default.sock.
+  --key-file FILE     Crypto keys for encrypted bdevs, loaded before the config (default
+                      <state-dir>/keys.json when it exists; must be mode 0600; docs/crypto.md)
+  --crypto-engine E   AES-XTS engine: wasm, native (OpenSSL's libcrypto) or auto (default:
+                      measure both at start-up, take the faster, WASM when libcrypto is missing)
+  --crc-engine E      CRC32C engine of the NVMe/TCP digests: wasm, native (ISA-L, Debian's
+                      libisal2) or auto (default: the faster at start-up; WASM without libisal2)
   --nvmf-listen A:P   Where the default config listens for NVMe/TCP (default 127.0.0.1:4420;
                       loopback unless you say otherwise). Only used when creating the default.
+  --guest-window-mib N
+                      Address space (MiB, default ${DEFAULT_GUEST_WINDOW_MIB}) reserved in the WebAssembly
+                      memory for VM memory shared over vhost-user, so rings are parsed in WASM
+                      in place. Virtual only: it costs no RAM. VMs that do not fit are served
+                      all the same, with rings parsed in TypeScript. 0 turns it off.
   -h, --help          Show this help`;
 
 const RPC_USAGE = `Usage: sluice rpc <method> [--param value ...] [options]
@@ -145,8 +170,23 @@ async function serve(p: ParsedArgs): Promise<number> {
   const stateDir = resolve(optString(p, "state-dir") ?? DEFAULT_STATE_DIR);
   const socketPath = resolve(optString(p, "rpc-socket") ?? `${stateDir}/sluice.sock`);
   const configPath = resolve(optString(p, "config") ?? `${stateDir}/config.json`);
+  const keyFileOpt = optString(p, "key-file");
+  const keyFile = resolve(keyFileOpt ?? `${stateDir}/keys.json`);
+  let engineSetting: XtsEngineSetting;
+  let crcSetting: XtsEngineSetting;
+  try {
+    engineSetting = parseXtsEngineSetting(optString(p, "crypto-engine") ?? "auto");
+    crcSetting = parseXtsEngineSetting(optString(p, "crc-engine") ?? "auto");
+  } catch (e) {
+    throw new UsageError(`--crypto-engine / --crc-engine: ${errorText(e)}`);
+  }
   const listen = parseListen(optString(p, "nvmf-listen") ?? DEFAULT_NVMF_LISTEN);
+  const windowMiB = Number(optString(p, "guest-window-mib") ?? DEFAULT_GUEST_WINDOW_MIB);
+  if (!Number.isInteger(windowMiB) || windowMiB < 0 || windowMiB > 3072) {
+    throw new UsageError("--guest-window-mib must be an integer from 0 to 3072");
+  }
   rejectUnknown(p, "serve");
+  configureGuestWindow(windowMiB * 1024 * 1024);
   if (p.positional.length > 0) throw new UsageError(`unexpected argument '${p.positional[0]}'`);
 
   await Deno.mkdir(stateDir, { recursive: true });
@@ -158,6 +198,13 @@ async function serve(p: ParsedArgs): Promise<number> {
   const app = new App(undefined, log);
   app.start();
   try {
+    keyStoreOf(app).setEngine((await selectXtsEngine(engineSetting, log)).engine);
+    selectCrc32cEngine(crcSetting, log);
+    // Keys first: crypto bdevs in the config name them.
+    if (keyFileOpt !== undefined || await exists(keyFile)) {
+      const names = await loadKeyFile(keyStoreOf(app), keyFile);
+      log(`loaded ${names.length} crypto key(s) from ${keyFile}`);
+    }
     if (await exists(configPath)) {
       const cfg = await readConfigFile(configPath);
       const n = await applyConfig(app.rpc, app, cfg, configPath);
@@ -193,8 +240,7 @@ async function serve(p: ParsedArgs): Promise<number> {
       "no listener";
     log(`nvmf ${sub.nqn}: ${sub.namespaces.length} namespace(s) on ${at}`);
   }
-  log(`JSON-RPC on ${socketPath}; ready (pid ${Deno.pid})`);
-
+  // Handlers before "ready": a supervisor may send SIGTERM as soon as it reads that line.
   const { promise: stopped, resolve: stop } = Promise.withResolvers<string>();
   const onSignal = (sig: Deno.Signal) => () => stop(sig);
   const handlers: [Deno.Signal, () => void][] = [
@@ -202,6 +248,7 @@ async function serve(p: ParsedArgs): Promise<number> {
     ["SIGTERM", onSignal("SIGTERM")],
   ];
   for (const [sig, h] of handlers) Deno.addSignalListener(sig, h);
+  log(`JSON-RPC on ${socketPath}; ready (pid ${Deno.pid})`);
   const sig = await stopped;
   log(`${sig}: shutting down`);
   for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
@@ -374,6 +421,8 @@ export async function main(args: string[]): Promise<number> {
         return await status(parseArgs(rest));
       case "perf":
         return await perf(rest);
+      case "dd":
+        return await dd(rest);
       case "--version":
       case "version":
         console.log(`sluice ${VERSION}`);
@@ -391,6 +440,8 @@ export async function main(args: string[]): Promise<number> {
           ? STATUS_USAGE
           : topic === "perf"
           ? PERF_USAGE
+          : topic === "dd"
+          ? DD_USAGE
           : USAGE;
         console.log(usage);
         return command === undefined ? 2 : 0;

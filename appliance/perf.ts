@@ -6,6 +6,11 @@
  *
  *   sluice perf -r 'trtype:TCP traddr:127.0.0.1 trsvcid:4420 subnqn:NQN' \
  *     -q 128 -o 4096 -w randread -t 10 [-c 2] [--verify]
+ *   sluice perf -r 'trtype:vhost-user path:/var/run/vhost.0.sock' -q 128 -o 4096 -w randread -t 10
+ *
+ * In vhost-user mode sluice is the guest: it shares memory with the
+ * back-end, lays out virtqueues and drives virtio-blk requests on them
+ * (src/perf/vhost_user_perf.ts), polling the used rings on the reactor.
  *
  * The last line of stdout is always the `Total:` line; the exit status is
  * 1 when any I/O failed or read back wrong, 2 for a usage error.
@@ -24,6 +29,8 @@ import {
   PerfUsageError,
 } from "../src/perf/perf_args.ts";
 import { Reactor } from "../src/reactor/mod.ts";
+import { openVhostPerf, type VhostPerfSession } from "../src/perf/vhost_user_perf.ts";
+import { VhostUserFrontendError } from "../src/vhost_user/frontend.ts";
 import { initWasmMemory, wasmAlloc, wasmMemoryStats } from "../wasm/mod.ts";
 
 export { PERF_USAGE };
@@ -50,12 +57,7 @@ export async function perf(args: readonly string[]): Promise<number> {
     console.log(PERF_USAGE);
     return 0;
   }
-  if (o.trid.trtype === "VHOST-USER") {
-    console.error(
-      "sluice perf: trtype:vhost-user is not implemented yet; only trtype:TCP (NVMe/TCP) runs today.",
-    );
-    return 2;
-  }
+  if (o.trid.trtype === "VHOST-USER") return await runVhost(o);
   return await runTcp(o);
 }
 
@@ -296,4 +298,152 @@ function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> 
     timer = setTimeout(() => reject(new PerfRunError(message)), ms);
   });
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * How long the reactor keeps polling with I/Os in flight before it parks:
+ * the used rings are polled, not signalled, so a parked reactor would only
+ * notice completions at its park timeout. A benchmark client spins anyway.
+ */
+const VHOST_INFLIGHT_SPIN_US = 5_000_000;
+
+async function runVhost(o: PerfOptions): Promise<number> {
+  const { trid, workload: w } = o;
+  const path = trid.path ?? "";
+  const reactor = new Reactor({ inflightSpinUs: VHOST_INFLIGHT_SPIN_US });
+  const running = reactor.run();
+  const jobs: PerfJob[] = [];
+  const stopSignal = () => {
+    console.error("sluice perf: SIGINT: stopping; I/Os in flight drain, then the figures");
+    for (const j of jobs) j.stop();
+  };
+  let signalHooked = false;
+  let session: VhostPerfSession | null = null;
+  const pollers: string[] = [];
+  try {
+    session = await withTimeout(
+      openVhostPerf({
+        path,
+        queues: o.queues,
+        depth: w.depth,
+        ioSize: w.ioSize,
+        verify: w.verify,
+        writes: w.pattern !== "read" && w.pattern !== "randread",
+        reactor,
+      }),
+      CONNECT_TIMEOUT_MS,
+      `${path} did not set the device up within ${CONNECT_TIMEOUT_MS / 1000} s`,
+    );
+    const info = session.info;
+    console.log(
+      `sluice perf: vhost-user-blk at ${path}: ${info.capacityBytes / info.blockSize} x ` +
+        `${info.blockSize} B, ${info.deviceQueues} queue(s)${
+          info.readOnly ? ", read-only" : ""
+        }; ` +
+        `rings of ${info.queueSize}${info.indirect ? " (indirect)" : ""}` +
+        `${info.eventIdx ? ", EVENT_IDX" : ""}`,
+    );
+    console.log(
+      `sluice perf: ${o.queues} queue(s) x QD ${w.depth}, -o ${w.ioSize}, -w ${w.pattern}` +
+        `${w.pattern.endsWith("rw") ? ` -M ${w.readPercent}` : ""}, -t ${w.seconds}` +
+        `${w.verify ? ", verify" : ""}`,
+    );
+    let lost: string | null = null;
+    const s = session;
+    for (const [i, dev] of s.devices.entries()) {
+      const bufs = s.buffers[i] ?? [];
+      let next = 0;
+      const alloc = (bytes: number) => {
+        const b = bufs[next++];
+        if (b === undefined || b.byteLength !== bytes) throw new Error("buffer layout mismatch");
+        return b;
+      };
+      const job = new PerfJob(dev, w, alloc, i + 1);
+      dev.onDone = job.onDone;
+      dev.onLost = (reason) => {
+        lost ??= `queue ${i + 1}: ${reason}`;
+        for (const j of jobs) j.stop();
+      };
+      jobs.push(job);
+      const name = `perf-vhost-q${i}`;
+      reactor.addPoller(name, dev.poll);
+      pollers.push(name);
+    }
+
+    Deno.addSignalListener("SIGINT", stopSignal);
+    signalHooked = true;
+    const runs = Promise.all(jobs.map((j) => j.run()));
+    const watchdog = setTimeout(() => {
+      const left = jobs.reduce((n, j) => n + j.inFlight, 0);
+      console.error(
+        `sluice perf: ${left} I/O(s) still in flight ${DRAIN_TIMEOUT_MS / 1000} s after the ` +
+          "run: giving up on them",
+      );
+      for (const d of s.devices) d.abandon("the back-end stopped completing requests");
+    }, w.seconds * 1000 + DRAIN_TIMEOUT_MS);
+    let results: PerfResult[];
+    try {
+      results = await runs;
+    } finally {
+      clearTimeout(watchdog);
+    }
+    for (const [i, r] of results.entries()) {
+      console.log(summaryLine(`queue ${i + 1}`, [r]));
+      const dev = s.devices[i];
+      if (dev !== undefined && dev.failedIos > 0) {
+        console.error(
+          `sluice perf: queue ${i + 1}: ${dev.failedIos} I/O(s) failed (first status ${
+            dev.firstFailStatus < 0
+              ? "none: the back-end went away"
+              : dev.firstFailStatus === 0xff
+              ? "never written by the back-end"
+              : dev.firstFailStatus
+          })`,
+        );
+      }
+      if (r.verifyErrors > 0) {
+        console.error(
+          `sluice perf: queue ${i + 1}: ${r.verifyErrors} read(s) did not return what was written`,
+        );
+      }
+      if (dev !== undefined && dev.stallKicks > 0) {
+        console.error(
+          `sluice perf: queue ${i + 1}: ${dev.stallKicks} time(s) nothing completed for 1 ms ` +
+            "with I/Os outstanding, and a kick was sent again (a busy or descheduled back-end, " +
+            "or a lost notification)",
+        );
+      }
+      if (dev !== undefined && Deno.env.get("SLUICE_PERF_STATS") === "1") {
+        console.error(
+          `sluice perf: queue ${i + 1}: kicks ${dev.kicks}, skipped ${dev.kicksSkipped}, ` +
+            `stall kicks ${dev.stallKicks}`,
+        );
+      }
+    }
+    if (lost !== null) console.error(`sluice perf: ${lost}`);
+    console.log(totalLine(results));
+    const errors = results.reduce((n, r) => n + r.errors + r.verifyErrors, 0);
+    return errors > 0 || lost !== null ? 1 : 0;
+  } catch (e) {
+    if (e instanceof PerfRunError) {
+      console.error(`sluice perf: ${e.message}`);
+      return e.exitCode;
+    }
+    if (e instanceof VhostUserFrontendError) {
+      console.error(`sluice perf: ${e.message}`);
+      return 1;
+    }
+    console.error(`sluice perf: ${e instanceof Error ? e.message : String(e)}`);
+    return 1;
+  } finally {
+    if (signalHooked) Deno.removeSignalListener("SIGINT", stopSignal);
+    for (const p of pollers) reactor.removePoller(p);
+    if (session !== null) {
+      // Stop the rings cleanly; a back-end that went away cannot answer, which is fine here.
+      await session.close().catch(() => []);
+    }
+    await reactor.stop();
+    await running;
+    reactor.close();
+  }
 }

@@ -3,14 +3,19 @@
  * beside its peer measured in the same run on the same machine, with the
  * ratio. Nothing here asserts a speed: a benchmark is not a test.
  *
- *   deno task bench [--seconds N] [--only ffi,reactor,crc,tcp,bdev]
+ *   deno task bench [--seconds N] [--only ffi,reactor,crc,xts,virtq,tcp,bdev]
+ *
+ * `xts` prints the kernel table of issue 5 (AES-256-XTS and CRC32C, WASM
+ * beside native); `--only xts,crc` gives both CRC tables and that one.
  * @module
  */
 import { runCrcBench } from "./crc32c.ts";
+import { printCryptoBench, runCryptoBench } from "./crypto_bench.ts";
 import { runFfiBench } from "./ffi_bench.ts";
 import { haveFio, runFio } from "./fio.ts";
 import { type BdevPerfRw, measureFileBdev, measureMallocBdev } from "./bdev_perf.ts";
 import { runReactorBench } from "./reactor_bench.ts";
+import { runVirtqBench } from "./virtq_bench.ts";
 import { printTcpBench, runTcpBench } from "./tcp_bench.ts";
 
 const args = Deno.args;
@@ -19,7 +24,7 @@ function arg(name: string): string | undefined {
   return i >= 0 ? args[i + 1] : undefined;
 }
 const seconds = Number(arg("seconds") ?? "3");
-const only = new Set((arg("only") ?? "ffi,reactor,crc,tcp,bdev").split(","));
+const only = new Set((arg("only") ?? "ffi,reactor,crc,xts,virtq,tcp,bdev").split(","));
 
 function table(header: string[], rows: (string | number)[][]): void {
   const cells = [header, ...rows.map((r) => r.map(String))];
@@ -52,6 +57,26 @@ if (only.has("reactor")) {
 if (only.has("crc")) {
   console.log("## CRC32C (Castagnoli)");
   await runCrcBench();
+  console.log();
+}
+
+if (only.has("xts")) {
+  console.log("## Kernels: AES-256-XTS and CRC32C, WASM beside native (MB/s of CPU time)");
+  printCryptoBench(await runCryptoBench());
+  console.log();
+}
+
+if (only.has("virtq")) {
+  console.log("## virtqueue chain walk + virtio-blk parse: TypeScript beside WASM (ns/request)");
+  table(
+    ["request", "TS ns", "WASM ns", "TS/WASM"],
+    runVirtqBench().map((r) => [
+      r.shape,
+      r.tsNs.toFixed(0),
+      r.wasmNs.toFixed(0),
+      ratio(r.tsNs, r.wasmNs),
+    ]),
+  );
   console.log();
 }
 

@@ -12,6 +12,8 @@ import { registerMallocRpcs } from "./bdev_modules/malloc/malloc_rpc.ts";
 import { registerNvmfRpcs, shutdownNvmfTarget } from "./nvmf_tcp/nvmf_rpc.ts";
 import { registerVhostRpcs, shutdownVhost } from "./vhost_user/vhost_rpc.ts";
 import { registerPassthruRpcs } from "./bdev_modules/passthru/passthru_rpc.ts";
+import { registerCryptoRpcs } from "./bdev_modules/crypto/crypto_rpc.ts";
+import { registerCryptoKeyRpcs, shutdownCryptoKeys } from "./crypto/crypto_rpc.ts";
 import { registerConfigRpcs } from "./config/config.ts";
 import { Reactor } from "./reactor/mod.ts";
 import type { AppContext } from "./rpc/context.ts";
@@ -39,6 +41,8 @@ export class App implements AppContext {
     registerFileRpcs(this.rpc);
     registerPassthruRpcs(this.rpc);
     registerErrorRpcs(this.rpc);
+    registerCryptoKeyRpcs(this.rpc);
+    registerCryptoRpcs(this.rpc);
     registerNvmfRpcs(this.rpc);
     registerVhostRpcs(this.rpc);
   }
@@ -69,6 +73,7 @@ export class App implements AppContext {
         // Still open by a user that is shutting down too: its memory goes with the process.
       }
     }
+    shutdownCryptoKeys(this);
     if (this.#running !== null) {
       await this.reactor.stop();
       await this.#running;

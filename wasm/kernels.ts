@@ -28,6 +28,7 @@ type Fn0 = () => number;
 type Fn1 = (a: number) => number;
 type Fn2 = (a: number, b: number) => number;
 type Fn3 = (a: number, b: number, c: number) => number;
+type Fn6 = (a: number, b: number, c: number, d: number, e: number, f: number) => number;
 
 /**
  * The module's raw exports. Pointers are byte offsets into `memory`; every
@@ -49,6 +50,21 @@ export interface KernelExports {
   crc32c_strict: Fn3;
   /** Scalar slicing-by-8 kernel (reference). */
   crc32c_scalar: Fn3;
+  /** `(ctx, head)` -> segments or a negative code: wasm/kernels/src/virtq.rs, wasm/virtq.ts. */
+  virtq_walk: Fn2;
+  /** `(slot)` -> 0, or -1 when the key halves are equal: wasm/kernels/src/aes_xts.rs. */
+  xts_key_init: Fn1;
+  /** `(slot)`: zeroes a key slot. */
+  xts_key_wipe: Fn1;
+  xts_slot_bytes: Fn0;
+  xts_static_slots_ptr: Fn0;
+  xts_static_slots: Fn0;
+  /** `(slot, src, dst, len, dataUnit, unitPtr)` -> 0 or a negative code; relaxed swizzles. */
+  xts_encrypt: Fn6;
+  xts_decrypt: Fn6;
+  /** The same kernels on strict swizzles (benchmark and cross-check). */
+  xts_encrypt_strict: Fn6;
+  xts_decrypt_strict: Fn6;
 }
 
 /** Where the module is read from. */
@@ -98,6 +114,16 @@ function load(): KernelExports {
     crc32c: fn<Fn3>("crc32c"),
     crc32c_strict: fn<Fn3>("crc32c_strict"),
     crc32c_scalar: fn<Fn3>("crc32c_scalar"),
+    virtq_walk: fn<Fn2>("virtq_walk"),
+    xts_key_init: fn<Fn1>("xts_key_init"),
+    xts_key_wipe: fn<Fn1>("xts_key_wipe"),
+    xts_slot_bytes: fn<Fn0>("xts_slot_bytes"),
+    xts_static_slots_ptr: fn<Fn0>("xts_static_slots_ptr"),
+    xts_static_slots: fn<Fn0>("xts_static_slots"),
+    xts_encrypt: fn<Fn6>("xts_encrypt"),
+    xts_decrypt: fn<Fn6>("xts_decrypt"),
+    xts_encrypt_strict: fn<Fn6>("xts_encrypt_strict"),
+    xts_decrypt_strict: fn<Fn6>("xts_decrypt_strict"),
   };
 }
 
@@ -141,13 +167,59 @@ export function initWasmMemory(heapBytes: number): void {
   if (!Number.isSafeInteger(heapBytes) || heapBytes <= 0 || heapBytes >= MEMORY_BYTES_MAX) {
     throw new WasmMemoryError(`Heap size must be an integer in (0, 4 GiB), got ${heapBytes}.`);
   }
-  const rc = kernels.heap_init(heapBytes);
+  let window = pendingWindowBytes;
+  if (heapBytes + window + ALIGN_MAX >= MEMORY_BYTES_MAX - ALIGN_MAX) {
+    // The heap comes first: a window that does not fit beside it is dropped (guests are then
+    // mapped outside wasm memory and walked in TypeScript).
+    window = 0;
+  }
+  const total = heapBytes + (window > 0 ? window + ALIGN_MAX : 0);
+  const rc = kernels.heap_init(total);
   if (rc === -1) throw new WasmMemoryError("The wasm memory is already initialised.");
   if (rc !== 0) {
     throw new WasmMemoryError(
-      `The engine refused to grow the wasm memory to hold ${heapBytes} bytes.`,
+      `The engine refused to grow the wasm memory to hold ${total} bytes.`,
     );
   }
+  if (window > 0) {
+    const start = kernels.heap_alloc(window, ALIGN_MAX) >>> 0;
+    if (start !== 0) windowRegion = { start, size: window };
+  }
+}
+
+/** The heap {@linkcode ensureWasmMemory} reserves: virtual until used, room for the pools. */
+const DEFAULT_HEAP_BYTES = 128 * 1024 * 1024;
+
+/**
+ * Initialises the wasm memory with the default heap (and the configured
+ * guest window) unless something already did. For users that need the
+ * memory to exist but do not size it themselves (the vhost backend).
+ */
+export function ensureWasmMemory(): void {
+  if (kernels.heap_capacity() === 0) initWasmMemory(DEFAULT_HEAP_BYTES);
+}
+
+let pendingWindowBytes = 0;
+let windowRegion: { start: number; size: number } | null = null;
+
+/**
+ * Asks {@linkcode initWasmMemory} to reserve a guest window of `bytes`
+ * beside the heap (wasm/guest_window.ts). Call before the memory is
+ * initialised; later calls throw. 0 (the default) reserves none.
+ */
+export function configureGuestWindow(bytes: number): void {
+  if (kernels.heap_capacity() !== 0) {
+    throw new WasmMemoryError("The guest window must be configured before initWasmMemory().");
+  }
+  if (!Number.isSafeInteger(bytes) || bytes < 0 || bytes % ALIGN_MAX !== 0) {
+    throw new WasmMemoryError(`The guest window must be a multiple of 64 KiB, got ${bytes}.`);
+  }
+  pendingWindowBytes = bytes;
+}
+
+/** Where the guest window is in wasm memory, or null when none was reserved. */
+export function guestWindowRegion(): { start: number; size: number } | null {
+  return windowRegion;
 }
 
 /**

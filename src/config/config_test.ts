@@ -29,9 +29,10 @@ Deno.test("config: what save_config writes, load_config rebuilds on a fresh appl
     saved = await app.call("save_config");
     // rpc.py's client-side save_config: subsystems, then each one's config.
     assertEquals(await app.call("framework_get_subsystems"), [
-      { subsystem: "bdev", depends_on: [] },
-      { subsystem: "nvmf", depends_on: ["bdev"] },
-      { subsystem: "vhost_blk", depends_on: ["bdev", "nvmf"] },
+      { subsystem: "accel", depends_on: [] },
+      { subsystem: "bdev", depends_on: ["accel"] },
+      { subsystem: "nvmf", depends_on: ["accel", "bdev"] },
+      { subsystem: "vhost_blk", depends_on: ["accel", "bdev", "nvmf"] },
     ]);
     const cfg = buildConfig(app);
     assertEquals(
@@ -87,7 +88,7 @@ Deno.test("config: SPDK options at non-neutral values and malformed documents ar
       [[], "must be an object"],
       [{ subsystems: {} }, '"subsystems" must be an array'],
       [
-        { subsystems: [{ subsystem: "accel", config: [] }] },
+        { subsystems: [{ subsystem: "iscsi", config: [] }] },
         "subsystems[0].subsystem must be one of",
       ],
       [

@@ -288,6 +288,12 @@ export function crc32cUpdate(
 ): void {
   const n = end - start;
   if (n <= 0) return;
+  // The native engine takes a whole view (FFI has no offset argument, and a subarray would be
+  // an allocation per call): chunk-pool buffers, which are most data digests of reads.
+  if (nativeCrc !== null && start === 0 && end === bytes.byteLength && n >= NATIVE_CRC_MIN_BYTES) {
+    state[idx] = ~nativeCrc(bytes, n, ~(state[idx] as number) >>> 0);
+    return;
+  }
   if (bytes.buffer === kernels.memory.buffer) {
     state[idx] = kernels.crc32c(state[idx] as number, bytes.byteOffset + start, n);
     return;
@@ -301,6 +307,22 @@ export function crc32cUpdate(
     c = (CRC_TABLE[(c ^ (bytes[i] as number)) & 0xff] as number) ^ (c >>> 8);
   }
   state[idx] = ~c;
+}
+
+/** The native CRC32C register function (ISA-L), when the native engine is chosen. */
+let nativeCrc: ((buf: Uint8Array, len: number, reg: number) => number) | null = null;
+/** Below this a native call (~70 ns of FFI) costs more than the WASM kernel. */
+const NATIVE_CRC_MIN_BYTES = 512;
+
+/**
+ * Chooses the digest engine: a native `crc32_iscsi`-style register function
+ * (src/nvmf_tcp/crc_engine.ts loads ISA-L's) for whole views of 512 bytes
+ * or more, or null for the WASM kernel everywhere.
+ */
+export function setNativeCrc32c(
+  f: ((buf: Uint8Array, len: number, reg: number) => number) | null,
+): void {
+  nativeCrc = f;
 }
 
 /** Scratch for the digest helpers (single-threaded: no re-entrancy). */

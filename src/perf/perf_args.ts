@@ -41,7 +41,8 @@ export interface PerfOptions {
 export const PERF_USAGE =
   `Usage: sluice perf -r TRID -q DEPTH -o BYTES -w PATTERN -t SECONDS [options]
 
-Drives an NVMe-oF target as SPDK's spdk_nvme_perf does (same flags, same figures):
+Drives an NVMe-oF target (or a vhost-user-blk back-end) as SPDK's spdk_nvme_perf
+does (same flags, same figures):
 one line per I/O queue, then the line
   Total: IOPS=<n> MiB/s=<n> avg_us=<n> p50_us=<n> p99_us=<n> p999_us=<n> errors=<n>
 
@@ -49,16 +50,18 @@ Options:
   -r TRID       Transport ID, e.g.
                 'trtype:TCP traddr:127.0.0.1 trsvcid:4420 subnqn:nqn.2026-11.dev.sluice:default'
                 with optional hostnqn:NQN, hdgst:1 (header digest), ddgst:1 (data digest).
-                trtype:vhost-user path:SOCKET is recognised but not implemented yet.
+                or 'trtype:vhost-user path:SOCKET': sluice plays the guest of a
+                vhost-user-blk back-end (shared memory, virtqueues, virtio-blk requests).
   -q DEPTH      I/Os in flight per queue, 1-${PERF_MAX_DEPTH}. When the target's queues are
                 smaller, the rest wait in the host, as spdk_nvme_perf's do.
   -o BYTES      Bytes per I/O, a multiple of the block size (e.g. 4096)
   -w PATTERN    read, write, randread, randwrite, rw or randrw
   -M PERCENT    Share of reads for rw and randrw, 0-100 (default 50)
   -t SECONDS    How long to run (I/Os in flight then drain)
-  -c QUEUES     I/O queues, one TCP connection each, 1-${PERF_MAX_QUEUES} (default 1); each runs
-                DEPTH I/Os (spdk_nvme_perf's -P; its -c core mask does not apply: one thread)
-  -n NSID       Namespace ID (default 1, or ns: in -r)
+  -c QUEUES     I/O queues, one TCP connection (or one virtqueue) each, 1-${PERF_MAX_QUEUES}
+                (default 1); each runs DEPTH I/Os (spdk_nvme_perf's -P; its -c core mask does
+                not apply: one thread)
+  -n NSID       Namespace ID (default 1, or ns: in -r); NVMe/TCP only
   --verify      Write a pattern and check every read of what this run wrote, every byte;
                 each queue then works in its own slice of the namespace
   -h, --help    Show this help

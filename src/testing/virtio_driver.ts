@@ -47,8 +47,13 @@ export interface VirtioDriverOptions {
   eventIdx?: boolean;
   /** Negotiate VIRTIO_F_INDIRECT_DESC. */
   indirectDesc?: boolean;
-  /** Use these bytes as guest memory (e.g. a mapped memfd a backend maps too); zeroed here. */
+  /**
+   * Memory to lay the rings in (e.g. a vhost-user front-end's shared memfd, which
+   * a backend maps too); zeroed here. Default a fresh array of `memoryBytes`.
+   */
   bytes?: Uint8Array;
+  /** Front-end virtual address of the first byte; default 0x7f00_0000_0000. */
+  uva?: number;
 }
 
 /** A buffer placed by {@linkcode VirtioDriver.addChain}. */
@@ -85,7 +90,7 @@ export class VirtioDriver {
     this.memory = new GuestMemory([{
       gpa: this.gpaBase,
       size: memoryBytes,
-      uva: 0x7f00_0000_0000,
+      uva: o.uva ?? 0x7f00_0000_0000,
       bytes: this.bytes,
     }]);
     this.eventIdx = o.eventIdx ?? false;

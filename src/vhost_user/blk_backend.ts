@@ -5,9 +5,20 @@
  * socket.
  *
  * First version: split rings, indirect descriptors, EVENT_IDX, IN / OUT /
- * FLUSH / GET_ID / DISCARD / WRITE_ZEROES. Kicks are taken from the kick
- * eventfd through the reactor's io_uring (so a parked reactor wakes), and
- * the rings are polled while requests are in flight.
+ * FLUSH / GET_ID / DISCARD / WRITE_ZEROES (several ranges per request).
+ * Kicks are taken from the kick eventfd through the reactor's io_uring (so a
+ * parked reactor wakes), and the rings are polled while requests are in
+ * flight.
+ *
+ * Memory hot-plug (CONFIGURE_MEM_SLOTS: ADD_MEM_REG / REM_MEM_REG, and
+ * SET_MEM_TABLE while running). A removed region leaves translation at once,
+ * so no new request reaches it; its mapping stays until every bdev I/O that
+ * was in flight when it was removed has completed (those may still read or
+ * write it, or write a status byte into it). That is tracked with epochs: each
+ * I/O counts in the epoch it was submitted in, a removal closes the epoch, and
+ * a removed region is unmapped once no I/O of its epoch or an older one is
+ * left. A started queue whose rings lie in a removed region is stopped (logged):
+ * it cannot be served any more.
  *
  * Live migration: with VHOST_F_LOG_ALL negotiated and a log given by
  * SET_LOG_BASE, every write into guest memory (IN data, GET_ID, status
@@ -23,12 +34,16 @@ import {
   type BdevRegistry,
   pollerName,
 } from "../bdev/mod.ts";
-import { type Mapping, mapShared, memfdCreate } from "../../ffi/memory.ts";
+import { type Mapping, mapShared, memfdCreate, PAGE_SIZE } from "../../ffi/memory.ts";
 import { sym } from "../../ffi/libc.ts";
 import { Reactor } from "../reactor/reactor.ts";
 import { GuestAddress, GuestMemory } from "../virtio/guest_memory.ts";
 import { SplitVirtqueue } from "../virtio/virtqueue.ts";
 import { VirtqueueError } from "../virtio/error.ts";
+import { parseBlkWithWasm } from "../virtio/wasm_walk.ts";
+import { guestWindow } from "../../wasm/guest_window.ts";
+import { ensureWasmMemory, isInWasmMemory } from "../../wasm/kernels.ts";
+import { acquireVirtqWalker, releaseVirtqWalker, type WasmVirtqWalker } from "../../wasm/virtq.ts";
 import {
   BLK_NO_STATUS,
   type BlkLimits,
@@ -69,14 +84,31 @@ import { InflightArea, inflightAreaBytes, InflightQueue } from "./inflight.ts";
 import { DirtyLog, type DirtyLogStats } from "./dirty_log.ts";
 
 const POLLIN = 0x001;
+/** #pop results besides a head or -1. */
+const POP_SKIPPED = -2;
+const POP_STOPPED = -3;
 /** SLUICE_VHOST_TRACE=1 logs kicks and completions: for debugging a front-end. */
 const TRACE = Deno.env.get("SLUICE_VHOST_TRACE") === "1";
 /** Most segments per request offered (seg_max); below the queue size as QEMU does. */
 const SEG_MAX = 126;
 const MAX_QUEUE_SIZE = 1024;
+/** max_discard_seg and max_write_zeroes_seg: ranges per DISCARD / WRITE_ZEROES request. */
 const RANGES_MAX = 16;
+/** Requests per queue whose ranges all go to the bdev at once; others issue theirs in turn. */
+const RANGE_PARALLEL_REQS = 8;
+/** Memory slots offered with CONFIGURE_MEM_SLOTS (libvhost-user offers 32). */
+const MEM_SLOTS = 32;
+/** Slots of the guest memory: removed regions keep theirs until their last I/O is done. */
+const MEM_SLOT_CAPACITY = 2 * MEM_SLOTS;
+/** I/O epochs tracked at once (see the module note). */
+const EPOCHS = 64;
 /** How long GET_VRING_BASE (and a graceful stop) waits for a queue's requests on the bdev. */
 const DRAIN_TIMEOUT_MS = 10_000;
+
+/** A region's mapping: an mmap of its own, or a place in the wasm guest window. */
+interface Unmappable {
+  unmap(): void;
+}
 
 /** Options of a vhost-user-blk device. */
 export interface VhostBlkOptions {
@@ -92,7 +124,13 @@ export interface VhostBlkOptions {
 
 /** Which queue and slot a BdevIo serves: made once per slot when a queue starts. */
 class SlotRef {
-  constructor(readonly bq: BlkQueue, readonly index: number, readonly slot: number) {}
+  /** The memory epoch the I/O was submitted in (set at each submission: see the module note). */
+  epoch = 0;
+  /**
+   * @param slot the request slot; a range-pool I/O serves whichever request took it,
+   *   so its slot is set at each submission too
+   */
+  constructor(readonly bq: BlkQueue, readonly index: number, public slot: number) {}
 }
 
 /** One started virtqueue with its requests. */
@@ -103,21 +141,43 @@ class BlkQueue {
   readonly heads: Int32Array;
   readonly iovs: Uint8Array[][] = [];
   readonly free: number[] = [];
+  /** Per request slot, DISCARD / WRITE_ZEROES: next range to issue, I/Os out, worst status. */
+  readonly rangeNext: Int32Array;
+  readonly rangePending: Int32Array;
+  readonly rangeStatus: Uint8Array;
+  /** Extra BdevIos so one request's ranges can be on the bdev together. */
+  readonly rangePool: BdevIo[] = [];
+  /** Guest memory slots holding the descriptor table, available and used rings. */
+  readonly ringRegions: number[];
   inFlight = 0;
   callFd: number;
   stopped = false;
   readonly kickBuf = new Uint8Array(8);
+  /** The WASM walker while every guest region lies in the wasm guest window, else null. */
+  walker: WasmVirtqWalker | null = null;
+  /** Guest address of the descriptor table (the walker's configuration). */
+  descAddr = 0;
   // ---- hot upgrade: inflight tracking and clean stop ----
   /** This queue's region of the inflight area (INFLIGHT_SHMFD), or null. */
   inflight: InflightQueue | null = null;
   /** No new requests are taken: the queue is stopping once `inFlight` reaches 0. */
   draining = false;
-  /** Resolves a pending drain. */
-  drained: (() => void) | null = null;
+  /** Ends a pending drain: `true` once its requests are all on the used ring. */
+  drained: ((complete: boolean) => void) | null = null;
+  /**
+   * The ring was last found empty after avail_event was published, so the driver kicks for
+   * anything new. While false (a full queue stopped taking requests), the poller must keep
+   * looking even with nothing in flight: under EVENT_IDX the driver will not kick.
+   */
+  kickArmed = false;
 
-  constructor(q: SplitVirtqueue, num: number, callFd: number | null) {
+  constructor(q: SplitVirtqueue, num: number, callFd: number | null, ringRegions: number[]) {
     this.q = q;
     this.heads = new Int32Array(num);
+    this.rangeNext = new Int32Array(num);
+    this.rangePending = new Int32Array(num);
+    this.rangeStatus = new Uint8Array(num);
+    this.ringRegions = ringRegions;
     this.callFd = callFd ?? -1;
     for (let i = num - 1; i >= 0; i--) this.free.push(i);
   }
@@ -127,22 +187,36 @@ class BlkQueue {
 export class VhostBlkBackend implements VhostUserBackend {
   readonly features: bigint;
   readonly protocolFeatures: bigint = featureBit(P.MQ) | featureBit(P.REPLY_ACK) |
-    featureBit(P.CONFIG) | featureBit(P.INFLIGHT_SHMFD) | featureBit(P.LOG_SHMFD);
+    featureBit(P.CONFIG) | featureBit(P.INFLIGHT_SHMFD) | featureBit(P.LOG_SHMFD) |
+    featureBit(P.CONFIGURE_MEM_SLOTS);
   readonly numQueues: number;
   readonly maxQueueSize = MAX_QUEUE_SIZE;
+  readonly maxMemSlots = MEM_SLOTS;
   readonly #o: VhostBlkOptions;
   readonly #desc: BdevDesc;
   readonly #ch: BdevChannel;
   readonly #blockSize: number;
   readonly #capacitySectors: number;
   #negotiated = 0n;
-  #memory: GuestMemory | null = null;
-  #mappings: Mapping[] = [];
+  #memory = new GuestMemory([], MEM_SLOT_CAPACITY);
+  /** Our mapping of each memory slot, and the front-end's mmap offset of it. */
+  #mappings: (Unmappable | null)[] = new Array<Unmappable | null>(MEM_SLOT_CAPACITY).fill(null);
+  /** Requests parsed by the WASM walker and by the TypeScript one (logged at close). */
+  #parsedWasm = 0;
+  #parsedTs = 0;
+  readonly #mmapOffsets = new Float64Array(MEM_SLOT_CAPACITY);
+  /** The epoch new I/Os count in, and the I/Os in flight per epoch (at epoch % EPOCHS). */
+  #epoch = 0;
+  readonly #epochIo = new Int32Array(EPOCHS);
+  /** Removed regions still mapped: slot and the last epoch whose I/Os may use them. */
+  readonly #retired: { slot: number; epoch: number }[] = [];
   #queues: (BlkQueue | null)[] = [];
   readonly #limits: BlkLimits;
   readonly #cqeHandler: number;
   readonly #poller: string;
   readonly #id: Uint8Array;
+  /** Log prefix naming the device: several controllers share one log. */
+  readonly #tag: string;
   /** The dirty log of live migration (mapped by SET_LOG_BASE). */
   readonly #dirty: DirtyLog;
   /** VHOST_F_LOG_ALL negotiated: log every write into guest memory. */
@@ -183,6 +257,7 @@ export class VhostBlkBackend implements VhostUserBackend {
       maxWriteZeroesSeg: RANGES_MAX,
     };
     this.#id = new TextEncoder().encode(b.name.slice(0, 20));
+    this.#tag = `vhost-blk ${b.name}`;
     this.#dirty = new DirtyLog(`vhost-blk ${b.name}`, o.log);
     this.#cqeHandler = o.reactor.registerCqeHandler(this.#onKick);
     this.#poller = pollerName(`vhost-blk:${b.name}`);
@@ -219,42 +294,192 @@ export class VhostBlkBackend implements VhostUserBackend {
     return this.#dirty.stats;
   }
 
+  /**
+   * Replaces the memory table. Regions identical to mapped ones (addresses,
+   * size, mmap offset) are kept as they are, so queues running in them go on
+   * (QEMU resends the whole table when one region changes); the others are
+   * removed as by REM_MEM_REG and the new ones mapped. If the table is
+   * refused, no region is left (as the session then believes).
+   */
   setMemTable(regions: readonly MemoryRegion[], fds: number[]): void {
-    this.#unmapAll();
-    const init = [];
+    const memory = this.#memory;
+    const kept = new Set<number>();
     try {
+      const fresh: number[] = [];
       for (const [i, r] of regions.entries()) {
-        const fd = fds[i] as number;
-        const size = Number(r.memorySize);
-        const off = Number(r.mmapOffset);
-        // Map from offset 0 so an mmap_offset that is not page-aligned still works.
-        const m = mapShared(fd, off + size, 0);
-        this.#mappings.push(m);
-        init.push({
-          gpa: Number(r.guestPhysAddr),
-          size,
-          uva: Number(r.userspaceAddr),
-          bytes: m.bytes(off, size),
-        });
+        const n = regionNumbers(r, `SET_MEM_TABLE region ${i}`);
+        const same = memory.activeSlots().find((slot) =>
+          memory.regionGpa(slot) === n.gpa && memory.regionSize(slot) === n.size &&
+          memory.regionUva(slot) === n.uva && this.#mmapOffsets[slot] === n.offset
+        );
+        if (same === undefined || kept.has(same)) fresh.push(i);
+        else kept.add(same);
       }
-      this.#memory = new GuestMemory(init);
+      const gone = memory.activeSlots().filter((slot) => !kept.has(slot));
+      this.#removeSlots(gone, "SET_MEM_TABLE");
+      for (const i of fresh) {
+        const fd = fds[i];
+        if (fd === undefined) throw new Error(`SET_MEM_TABLE region ${i} came without an fd`);
+        this.#mapRegion(regions[i] as MemoryRegion, fd, `SET_MEM_TABLE region ${i}`);
+      }
+    } catch (e) {
+      this.#removeSlots(memory.activeSlots(), "a refused SET_MEM_TABLE");
+      throw this.#refused(e);
     } finally {
       for (const fd of fds) sym.close(fd);
     }
   }
 
-  addMemRegion(_region: MemoryRegion, fd: number): void {
-    sym.close(fd);
-    throw new Error("memory hot-plug (ADD_MEM_REG) is not offered by this backend");
+  addMemRegion(region: MemoryRegion, fd: number): void {
+    try {
+      this.#mapRegion(region, fd, "ADD_MEM_REG");
+    } catch (e) {
+      throw this.#refused(e);
+    } finally {
+      sym.close(fd);
+    }
   }
 
-  removeMemRegion(_region: MemoryRegion): void {
-    throw new Error("memory hot-plug (REM_MEM_REG) is not offered by this backend");
+  /** Logs why a memory message is refused (REPLY_ACK only tells the front-end "no"). */
+  #refused(e: unknown): unknown {
+    this.#o.log(`${this.#tag}: memory table refused: ${e instanceof Error ? e.message : e}`);
+    return e;
+  }
+
+  removeMemRegion(region: MemoryRegion): void {
+    const n = regionNumbers(region, "REM_MEM_REG");
+    const slot = this.#memory.remove(n.gpa, n.size, n.uva);
+    if (slot < 0) {
+      throw this.#refused(
+        new Error(
+          `REM_MEM_REG: no region at guest address 0x${n.gpa.toString(16)} of ${n.size} bytes`,
+        ),
+      );
+    }
+    this.#retire([slot], "REM_MEM_REG");
+  }
+
+  /** Maps one region from the front-end's fd (the caller closes it) and adds it; its slot. */
+  #mapRegion(region: MemoryRegion, fd: number, what: string): number {
+    const n = regionNumbers(region, what);
+    // Into the wasm guest window when it has room, so the WASM walker reads the rings in
+    // place (wasm/guest_window.ts); else anywhere. mmap wants a page-aligned offset: map from
+    // the page holding mmap_offset.
+    const base = n.offset - (n.offset % PAGE_SIZE);
+    let m: Unmappable;
+    let bytes: Uint8Array;
+    try {
+      ensureWasmMemory();
+      const w = guestWindow()?.map(fd, n.offset, n.size) ?? null;
+      if (w !== null) {
+        m = { unmap: () => w.release() };
+        bytes = w.bytes;
+      } else {
+        const mapped = mapShared(fd, n.offset - base + n.size, base);
+        m = mapped;
+        bytes = mapped.bytes(n.offset - base, n.size);
+      }
+    } catch (e) {
+      throw new Error(
+        `${what}: cannot map ${n.size} bytes at offset ${n.offset} of the region's fd ` +
+          `(guest address 0x${n.gpa.toString(16)}): ${e instanceof Error ? e.message : e}`,
+      );
+    }
+    try {
+      const slot = this.#memory.add({
+        gpa: n.gpa,
+        size: n.size,
+        uva: n.uva,
+        bytes,
+      });
+      this.#mappings[slot] = m;
+      this.#mmapOffsets[slot] = n.offset;
+      this.#refreshWalkers();
+      this.#o.log(`${this.#tag}: guest memory added (${what}): ${describe(n.gpa, n.size)}`);
+      return slot;
+    } catch (e) {
+      m.unmap();
+      throw new Error(`${what}: ${e instanceof Error ? e.message : e}`);
+    }
+  }
+
+  /** Takes active slots out of guest memory and retires them. */
+  #removeSlots(slots: readonly number[], why: string): void {
+    const memory = this.#memory;
+    const removed: number[] = [];
+    for (const slot of slots) {
+      const r = memory.remove(
+        memory.regionGpa(slot),
+        memory.regionSize(slot),
+        memory.regionUva(slot),
+      );
+      if (r >= 0) removed.push(r);
+    }
+    this.#retire(removed, why);
+  }
+
+  /**
+   * Removed regions: stops the queues whose rings lie in them, closes the
+   * current I/O epoch and unmaps each region once the I/Os that may use it
+   * are done.
+   */
+  #retire(slots: readonly number[], why: string): void {
+    if (slots.length === 0) return;
+    for (const slot of slots) {
+      const m = this.#memory;
+      this.#o.log(
+        `${this.#tag}: guest memory removed (${why}): ` +
+          describe(m.regionGpa(slot), m.regionSize(slot)),
+      );
+    }
+    for (let i = 0; i < this.#queues.length; i++) {
+      const bq = this.#queues[i];
+      if (bq === null || bq === undefined || bq.stopped) continue;
+      const ring = bq.ringRegions.findIndex((r) => slots.includes(r));
+      if (ring >= 0) {
+        const name = ["descriptor table", "available ring", "used ring"][ring];
+        this.#halt(i, `its ${name} lies in guest memory removed by ${why}`);
+      }
+    }
+    this.#refreshWalkers();
+    for (const slot of slots) this.#retired.push({ slot, epoch: this.#epoch });
+    // I/Os from now on cannot reach the removed regions: they count in a new epoch,
+    // once its counter is free (else they share this one, which only delays the unmap).
+    const next = this.#epoch + 1;
+    if (this.#epochIo[next % EPOCHS] === 0) this.#epoch = next;
+    this.#reap();
+  }
+
+  /** Unmaps the removed regions no I/O in flight can use any more. */
+  #reap(): void {
+    // The oldest epoch with an I/O in flight (epochs before #epoch - EPOCHS + 1 have none).
+    let oldest = this.#epoch + 1;
+    for (let e = Math.max(0, this.#epoch - EPOCHS + 1); e <= this.#epoch; e++) {
+      if ((this.#epochIo[e % EPOCHS] ?? 0) > 0) {
+        oldest = e;
+        break;
+      }
+    }
+    const retired = this.#retired;
+    let keep = 0;
+    for (let i = 0; i < retired.length; i++) {
+      const r = retired[i] as { slot: number; epoch: number };
+      if (r.epoch < oldest) {
+        this.#memory.release(r.slot);
+        this.#mappings[r.slot]?.unmap();
+        this.#mappings[r.slot] = null;
+      } else {
+        retired[keep++] = r;
+      }
+    }
+    retired.length = keep;
   }
 
   startQueue(index: number, vring: Readonly<VringConfig>): void {
     const memory = this.#memory;
-    if (memory === null) throw new Error(`queue ${index} started before SET_MEM_TABLE`);
+    if (memory.regionCount === 0) {
+      throw new Error(`queue ${index} started before any guest memory was given`);
+    }
     const gpa = (uva: bigint, len: number, what: string) => {
       const g = memory.uvaToGpa(Number(uva), len);
       if (g < 0) {
@@ -266,12 +491,17 @@ export class VhostBlkBackend implements VhostUserBackend {
     };
     const n = vring.num;
     const eventIdx = (this.#negotiated & (1n << BigInt(VIRTIO_F_EVENT_IDX))) !== 0n;
-    const usedAddr = gpa(vring.addr.usedUserAddr, 6 + 8 * n, "used ring");
+    const rings = [
+      gpa(vring.addr.descUserAddr, 16 * n, "descriptor table"),
+      gpa(vring.addr.availUserAddr, 6 + 2 * n, "available ring"),
+      gpa(vring.addr.usedUserAddr, 6 + 8 * n, "used ring"),
+    ];
+    const usedAddr = rings[2] as number;
     const { inflight, resubmit, lastAvailIdx } = this.#recoverInflight(index, vring, usedAddr);
     const q = SplitVirtqueue.create({
       size: n,
-      descAddr: gpa(vring.addr.descUserAddr, 16 * n, "descriptor table"),
-      availAddr: gpa(vring.addr.availUserAddr, 6 + 2 * n, "available ring"),
+      descAddr: rings[0] as number,
+      availAddr: rings[1] as number,
       usedAddr,
       memory,
       eventIdx,
@@ -279,8 +509,16 @@ export class VhostBlkBackend implements VhostUserBackend {
       lastAvailIdx,
     });
     this.#logUsedRing(q, vring);
-    const bq = new BlkQueue(q, n, vring.callFd);
+    // Where the rings live: a queue stops if one of these regions is removed.
+    const at = new GuestAddress();
+    const ringRegions = rings.map((addr) => {
+      memory.translate(addr, 1, at);
+      return at.region;
+    });
+    const bq = new BlkQueue(q, n, vring.callFd, ringRegions);
     bq.inflight = inflight;
+    bq.descAddr = rings[0] as number;
+    this.#attachWalker(bq);
     if (TRACE) {
       this.#o.log(
         `vhost-blk trace: start queue ${index} size ${n} kick ${vring.kickFd} call ${vring.callFd}`,
@@ -291,6 +529,9 @@ export class VhostBlkBackend implements VhostUserBackend {
       bq.iovs.push([]);
       bq.ios.push(new BdevIo(this.#onIoDone, new SlotRef(bq, index, i)));
     }
+    for (let i = 0; i < Math.min(n, RANGE_PARALLEL_REQS) * (RANGES_MAX - 1); i++) {
+      bq.rangePool.push(new BdevIo(this.#onIoDone, new SlotRef(bq, index, -1)));
+    }
     this.#queues[index] = bq;
     // Requests a previous back-end took and never returned go first, in the order it took them.
     for (const head of resubmit) this.#take(index, bq, head, memory);
@@ -298,6 +539,49 @@ export class VhostBlkBackend implements VhostUserBackend {
     // Kicks that came while no back-end listened may be lost: look at the ring now.
     this.#serve(index, bq);
     this.#o.reactor.wake();
+  }
+
+  // ---- the WASM walker (wasm_walk.ts) ----
+
+  /**
+   * Gives `bq` a WASM walker configured with the current regions when all of
+   * them lie in the wasm guest window (at most 8), else none (the TypeScript
+   * walker serves it).
+   */
+  #attachWalker(bq: BlkQueue): void {
+    const memory = this.#memory;
+    const slots = memory.activeSlots();
+    if (slots.length === 0 || slots.length > 8) return;
+    const regions = slots.map((slot) => ({
+      gpa: memory.regionGpa(slot),
+      bytes: memory.bytes(slot),
+      index: slot,
+    }));
+    if (!regions.every((r) => isInWasmMemory(r.bytes))) return;
+    bq.walker = acquireVirtqWalker({
+      size: bq.q.size,
+      descAddr: bq.descAddr,
+      indirectDesc: bq.q.indirectDesc,
+      capacitySectors: this.#capacitySectors,
+      regions,
+    });
+  }
+
+  #detachWalker(bq: BlkQueue): void {
+    if (bq.walker !== null) releaseVirtqWalker(bq.walker);
+    bq.walker = null;
+  }
+
+  /**
+   * The memory table changed: every walker gets the new regions (or goes),
+   * so none ever translates an address of a removed region.
+   */
+  #refreshWalkers(): void {
+    for (const bq of this.#queues) {
+      if (bq === null || bq === undefined || bq.stopped) continue;
+      this.#detachWalker(bq);
+      this.#attachWalker(bq);
+    }
   }
 
   // ---- hot upgrade: the inflight area and clean stops ----
@@ -317,7 +601,7 @@ export class VhostBlkBackend implements VhostUserBackend {
   ): { inflight: InflightQueue | null; resubmit: number[]; lastAvailIdx: number } {
     const area = this.#inflightArea;
     const memory = this.#memory;
-    if (area === null || memory === null) {
+    if (area === null) {
       return { inflight: null, resubmit: [], lastAvailIdx: vring.base };
     }
     const name = this.#desc.bdev.name;
@@ -439,9 +723,13 @@ export class VhostBlkBackend implements VhostUserBackend {
         );
         resolve();
       }, timeoutMs);
-      bq.drained = () => {
+      bq.drained = (complete: boolean) => {
         clearTimeout(timer);
         bq.drained = null;
+        if (!complete) {
+          resolve(); // stopped meanwhile (the front-end went away): nothing more to wait for
+          return;
+        }
         // The completions may all have been suppressed by EVENT_IDX: one more interrupt is
         // harmless, a missed one would leave the driver waiting on a stopped queue.
         if (bq.callFd >= 0) sym.write(bq.callFd, this.#one, 8n);
@@ -478,10 +766,16 @@ export class VhostBlkBackend implements VhostUserBackend {
 
   updateQueue(index: number, vring: Readonly<VringConfig>): void {
     const bq = this.#queues[index];
-    if (bq) {
-      bq.callFd = vring.callFd ?? -1;
-      this.#logUsedRing(bq.q, vring);
+    if (!bq) return;
+    const callFd = vring.callFd ?? -1;
+    if (callFd !== bq.callFd && callFd >= 0 && !bq.stopped) {
+      // QEMU sends SET_VRING_CALL after SET_VRING_KICK started the queue: what completed in
+      // between (resubmitted requests after a restart, above all) was signalled to no one, and
+      // EVENT_IDX would not signal it again. One interrupt on the new fd is harmless.
+      sym.write(callFd, this.#one, 8n);
     }
+    bq.callFd = callFd;
+    this.#logUsedRing(bq.q, vring);
   }
 
   /** VHOST_VRING_F_LOG: log the ring's used-ring writes at log_guest_addr. */
@@ -498,6 +792,7 @@ export class VhostBlkBackend implements VhostUserBackend {
     const bq = this.#queues[index];
     if (bq === null || bq === undefined) return 0;
     bq.stopped = true;
+    bq.drained?.(false);
     if (bq.inFlight > 0 && !this.#closing) {
       this.#o.log(
         `vhost-blk ${this.#desc.bdev.name}: queue ${index} stopped with ${bq.inFlight} ` +
@@ -507,6 +802,14 @@ export class VhostBlkBackend implements VhostUserBackend {
       );
     }
     this.#queues[index] = null;
+    this.#detachWalker(bq);
+    this.#cancelKick(index);
+    // Requests still on the bdev complete into a stopped queue and are dropped: with
+    // inflight tracking they stay marked in the area and the next start resubmits them.
+    return bq.q.lastAvailIdx;
+  }
+
+  #cancelKick(index: number): void {
     const r = this.#o.reactor;
     if (this.#kickFds[index] !== undefined) {
       // Cancel the kick poll; its CQEs (and the cancel's own) find no queue and are ignored.
@@ -517,9 +820,20 @@ export class VhostBlkBackend implements VhostUserBackend {
       delete this.#kickFds[index];
       r.wake();
     }
-    // Requests still on the bdev complete into a stopped queue and are dropped: with
-    // inflight tracking they stay marked in the area and the next start resubmits them.
-    return bq.q.lastAvailIdx;
+  }
+
+  /**
+   * Stops serving a started queue the front-end or guest made unusable: it
+   * takes no new requests, its requests in flight are dropped when they come
+   * back, and GET_VRING_BASE later returns where it stopped.
+   */
+  #halt(index: number, reason: string): void {
+    const bq = this.#queues[index];
+    if (bq === null || bq === undefined || bq.stopped) return;
+    bq.stopped = true;
+    this.#detachWalker(bq);
+    this.#cancelKick(index);
+    this.#o.log(`${this.#tag}: queue ${index} stopped: ${reason}`);
   }
 
   getConfig(offset: number, size: number): Uint8Array {
@@ -566,36 +880,33 @@ export class VhostBlkBackend implements VhostUserBackend {
     let work = 0;
     for (let i = 0; i < this.#queues.length; i++) {
       const bq = this.#queues[i];
-      if (bq && bq.inFlight > 0) work += this.#serve(i, bq);
+      if (bq && (bq.inFlight > 0 || !bq.kickArmed)) work += this.#serve(i, bq);
     }
     return work;
   };
 
   #serve(index: number, bq: BlkQueue): number {
     const memory = this.#memory;
-    if (memory === null || bq.stopped || bq.draining || bq.q.broken) return 0;
+    if (bq.stopped || bq.draining || bq.q.broken) return 0;
     let work = 0;
     for (;;) {
       if (bq.free.length === 0) break;
-      let head: number;
-      try {
-        head = bq.q.popAvail();
-      } catch (e) {
-        this.#deviceError(index, e);
-        return work;
-      }
+      let head = this.#pop(index, bq);
+      if (head === POP_SKIPPED) continue;
+      if (head === POP_STOPPED) return work;
       if (head < 0) {
         // Ask for a kick at the next new buffer (EVENT_IDX), then look again:
         // the driver may have added one between our read and that store.
         bq.q.setAvailEvent(bq.q.lastAvailIdx);
-        try {
-          head = bq.q.popAvail();
-        } catch (e) {
-          this.#deviceError(index, e);
-          return work;
+        head = this.#pop(index, bq);
+        if (head === POP_SKIPPED) continue;
+        if (head === POP_STOPPED) return work;
+        if (head < 0) {
+          bq.kickArmed = true;
+          break;
         }
-        if (head < 0) break;
       }
+      bq.kickArmed = false;
       work++;
       bq.inflight?.setInflight(head);
       this.#take(index, bq, head, memory);
@@ -603,18 +914,44 @@ export class VhostBlkBackend implements VhostUserBackend {
     return work;
   }
 
+  /**
+   * The next available head, -1 when none, POP_SKIPPED when the entry named
+   * a head out of range (consumed and dropped: it cannot be returned), or
+   * POP_STOPPED when the available index is impossible (the queue stops).
+   */
+  #pop(index: number, bq: BlkQueue): number {
+    try {
+      return bq.q.popAvail();
+    } catch (e) {
+      if (!(e instanceof VirtqueueError)) throw e;
+      if (bq.q.broken) {
+        this.#halt(index, e.message);
+        return POP_STOPPED;
+      }
+      this.#o.log(`${this.#tag}: queue ${index}: available entry dropped: ${e.message}`);
+      return POP_SKIPPED;
+    }
+  }
+
   /** Starts the request whose chain begins at `head` (taken and, if tracked, marked in flight). */
   #take(index: number, bq: BlkQueue, head: number, memory: GuestMemory): void {
     const slot = bq.free.pop() as number;
     bq.heads[slot] = head;
     const req = bq.reqs[slot] as BlkRequest;
+    if (bq.walker !== null && parseBlkWithWasm(bq.walker, head, req)) {
+      this.#parsedWasm++;
+      this.#submit(bq, slot, req, memory);
+      return;
+    }
+    // Everything the WASM walker does not take (wasm_walk.ts), and the reasons for refusals.
+    this.#parsedTs++;
     try {
       bq.q.walkChain(head);
     } catch (e) {
       if (!(e instanceof VirtqueueError)) throw e;
       // A bad chain fails this request only; we cannot know its status byte.
       this.#o.log(
-        `vhost-blk: queue ${index}: bad descriptor chain at head ${head}: ${e.message}`,
+        `${this.#tag}: queue ${index}: bad descriptor chain at head ${head}: ${e.message}`,
       );
       bq.free.push(slot);
       this.#pushUsed(bq, head, 0);
@@ -626,7 +963,7 @@ export class VhostBlkBackend implements VhostUserBackend {
       this.#finish(bq, slot, st === BLK_NO_STATUS ? VIRTIO_BLK_S_IOERR : st);
       return;
     }
-    this.#submit(index, bq, slot, req, memory);
+    this.#submit(bq, slot, req, memory);
   }
 
   /**
@@ -645,7 +982,7 @@ export class VhostBlkBackend implements VhostUserBackend {
     inflight.afterUsed(head, bq.q.usedIdx);
   }
 
-  #submit(index: number, bq: BlkQueue, slot: number, req: BlkRequest, memory: GuestMemory): void {
+  #submit(bq: BlkQueue, slot: number, req: BlkRequest, memory: GuestMemory): void {
     const io = bq.ios[slot] as BdevIo;
     const bs = this.#blockSize;
     const perBlock = bs / VIRTIO_BLK_SECTOR_SIZE;
@@ -664,16 +1001,14 @@ export class VhostBlkBackend implements VhostUserBackend {
             off + (req.dataLen[i] as number),
           );
         }
-        bq.inFlight++;
-        this.#ioInFlight++;
+        this.#issue(bq, slot, io);
         if (req.type === VIRTIO_BLK_T_IN) {
           this.#ch.readv(io, iovs, req.dataCount, req.sector / perBlock, req.dataBytes / bs);
         } else this.#ch.writev(io, iovs, req.dataCount, req.sector / perBlock, req.dataBytes / bs);
         return;
       }
       case VIRTIO_BLK_T_FLUSH:
-        bq.inFlight++;
-        this.#ioInFlight++;
+        this.#issue(bq, slot, io);
         this.#ch.flush(io);
         return;
       case VIRTIO_BLK_T_GET_ID:
@@ -682,61 +1017,125 @@ export class VhostBlkBackend implements VhostUserBackend {
         return;
       case VIRTIO_BLK_T_DISCARD:
       case VIRTIO_BLK_T_WRITE_ZEROES: {
-        // One range at a time is enough for Linux (max_*_seg ranges are rare); more: UNSUPP.
-        if (req.rangeCount !== 1) {
-          this.#finish(bq, slot, VIRTIO_BLK_S_UNSUPP);
+        // blk.ts checked flags, sizes and bounds of every range; the bdev works in
+        // blocks, so each range must also be block-aligned. Nothing is issued unless
+        // all are.
+        for (let i = 0; i < req.rangeCount; i++) {
+          if (
+            (req.rangeSector[i] as number) % perBlock !== 0 ||
+            (req.rangeSectors[i] as number) % perBlock !== 0
+          ) {
+            this.#finish(bq, slot, VIRTIO_BLK_S_IOERR);
+            return;
+          }
+        }
+        bq.rangeNext[slot] = 0;
+        bq.rangePending[slot] = 0;
+        bq.rangeStatus[slot] = VIRTIO_BLK_S_OK;
+        if (!this.#issueRange(bq, slot, io)) {
+          this.#finish(bq, slot, VIRTIO_BLK_S_OK); // every range was empty
           return;
         }
-        const sector = req.rangeSector[0] as number;
-        const n = req.rangeSectors[0] as number;
-        if (sector % perBlock !== 0 || n % perBlock !== 0) {
-          this.#finish(bq, slot, VIRTIO_BLK_S_IOERR);
-          return;
+        // More ranges go out together while the queue's pool has I/Os; the rest
+        // follow on this request's own I/Os as they complete.
+        while (bq.rangePool.length > 0 && bq.rangeNext[slot] !== -1) {
+          const extra = bq.rangePool.pop() as BdevIo;
+          if (!this.#issueRange(bq, slot, extra)) {
+            bq.rangePool.push(extra);
+            break;
+          }
         }
-        bq.inFlight++;
-        this.#ioInFlight++;
-        if (req.type === VIRTIO_BLK_T_DISCARD) this.#ch.unmap(io, sector / perBlock, n / perBlock);
-        else this.#ch.writeZeroes(io, sector / perBlock, n / perBlock);
         return;
       }
     }
     this.#finish(bq, slot, VIRTIO_BLK_S_UNSUPP);
-    void index;
+  }
+
+  /** Counts an I/O about to be submitted for request `slot` (its epoch, the queue's in-flight). */
+  #issue(bq: BlkQueue, slot: number, io: BdevIo): void {
+    const e = this.#epoch % EPOCHS;
+    this.#epochIo[e] = (this.#epochIo[e] ?? 0) + 1;
+    const ref = io.ctx as SlotRef;
+    ref.slot = slot;
+    ref.epoch = e;
+    bq.inFlight++;
+    this.#ioInFlight++;
+  }
+
+  /**
+   * Submits the next non-empty range of DISCARD / WRITE_ZEROES request `slot`
+   * on `io`; false (and `rangeNext` -1) when no range is left.
+   */
+  #issueRange(bq: BlkQueue, slot: number, io: BdevIo): boolean {
+    const req = bq.reqs[slot] as BlkRequest;
+    const perBlock = this.#blockSize / VIRTIO_BLK_SECTOR_SIZE;
+    let i = bq.rangeNext[slot] as number;
+    if (i < 0) return false;
+    while (i < req.rangeCount && req.rangeSectors[i] === 0) i++;
+    if (i >= req.rangeCount) {
+      bq.rangeNext[slot] = -1;
+      return false;
+    }
+    bq.rangeNext[slot] = i + 1;
+    bq.rangePending[slot] = (bq.rangePending[slot] ?? 0) + 1;
+    this.#issue(bq, slot, io);
+    const offset = (req.rangeSector[i] as number) / perBlock;
+    const blocks = (req.rangeSectors[i] as number) / perBlock;
+    if (req.type === VIRTIO_BLK_T_DISCARD) this.#ch.unmap(io, offset, blocks);
+    else this.#ch.writeZeroes(io, offset, blocks);
+    return true;
   }
 
   readonly #onIoDone = (io: BdevIo): void => {
+    const ref = io.ctx as SlotRef;
+    const epoch = ref.epoch;
     this.#ioInFlight--;
     if (this.#closing) {
+      this.#epochIo[epoch] = (this.#epochIo[epoch] ?? 0) - 1;
       if (this.#ioInFlight === 0) this.#release();
       return;
     }
-    const ref = io.ctx as SlotRef;
     const bq = ref.bq;
     bq.inFlight--;
-    // A stopped queue's rings belong to the front-end again: drop (the request stays in flight).
-    // Its read data did land in guest memory, though: while migrating, say so.
     if (bq.stopped) {
-      const memory = this.#memory;
-      if (this.#logAll && memory !== null) {
-        this.#logWrites(bq.reqs[ref.slot] as BlkRequest, memory, false);
-      }
-      return;
+      // A stopped queue's rings belong to the front-end again (or are gone: #halt): drop
+      // (the request stays in flight). Its read data did land in guest memory, though:
+      // while migrating, say so.
+      if (this.#logAll) this.#logWrites(bq.reqs[ref.slot] as BlkRequest, this.#memory, false);
+    } else {
+      this.#ioDone(bq, ref.slot, io);
+      if (bq.inFlight === 0 && bq.drained !== null) bq.drained(true);
     }
-    this.#finish(
-      bq,
-      ref.slot,
-      io.status === BdevIoStatus.Success ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR,
-    );
-    if (bq.inFlight === 0 && bq.drained !== null) bq.drained();
+    // Only now (the status byte is written) may a region removed meanwhile go.
+    this.#epochIo[epoch] = (this.#epochIo[epoch] ?? 0) - 1;
+    if (this.#retired.length > 0) this.#reap();
   };
 
+  #ioDone(bq: BlkQueue, slot: number, io: BdevIo): void {
+    const status = io.status === BdevIoStatus.Success ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
+    const req = bq.reqs[slot] as BlkRequest;
+    if (req.type !== VIRTIO_BLK_T_DISCARD && req.type !== VIRTIO_BLK_T_WRITE_ZEROES) {
+      this.#finish(bq, slot, status);
+      return;
+    }
+    // One range of several: the request ends with the worst status once all are done.
+    if (status !== VIRTIO_BLK_S_OK) bq.rangeStatus[slot] = status;
+    bq.rangePending[slot] = (bq.rangePending[slot] ?? 0) - 1;
+    if (this.#issueRange(bq, slot, io)) return;
+    if (io !== bq.ios[slot]) bq.rangePool.push(io);
+    if (bq.rangePending[slot] === 0) this.#finish(bq, slot, bq.rangeStatus[slot] as number);
+  }
+
   #finish(bq: BlkQueue, slot: number, status: number): void {
+    if (bq.stopped) {
+      // A stopped queue's rings may be gone: the request is dropped (see #halt).
+      bq.free.push(slot);
+      return;
+    }
     const memory = this.#memory;
     const req = bq.reqs[slot] as BlkRequest;
-    if (memory !== null) {
-      req.writeStatus(memory, status);
-      if (this.#logAll) this.#logWrites(req, memory);
-    }
+    req.writeStatus(memory, status);
+    if (this.#logAll) this.#logWrites(req, memory);
     // The virtqueue logs the used-ring writes itself (VHOST_VRING_F_LOG).
     this.#pushUsed(bq, bq.heads[slot] as number, req.usedLength(status));
     bq.free.push(slot);
@@ -774,14 +1173,12 @@ export class VhostBlkBackend implements VhostUserBackend {
     this.#dirty.signal();
   }
 
-  #deviceError(index: number, e: unknown): void {
-    this.#o.log(`vhost-blk: queue ${index} stopped: ${e instanceof Error ? e.message : e}`);
-  }
-
+  /** Every mapping, removed regions' included: only once no I/O is in flight. */
   #unmapAll(): void {
-    for (const m of this.#mappings) m.unmap();
-    this.#mappings = [];
-    this.#memory = null;
+    for (const m of this.#mappings) m?.unmap();
+    this.#mappings.fill(null);
+    this.#retired.length = 0;
+    this.#memory = new GuestMemory([], MEM_SLOT_CAPACITY);
   }
 
   /**
@@ -791,6 +1188,12 @@ export class VhostBlkBackend implements VhostUserBackend {
   close(): Promise<void> {
     if (this.#closing) return this.#released.promise;
     this.#closing = true;
+    if (this.#parsedWasm + this.#parsedTs > 0) {
+      this.#o.log(
+        `${this.#tag}: ${this.#parsedWasm + this.#parsedTs} requests, ` +
+          `${this.#parsedWasm} parsed by the WASM walker`,
+      );
+    }
     const d = this.#dirty.stats;
     if (d.bases > 0) {
       this.#o.log(
@@ -820,4 +1223,39 @@ export class VhostBlkBackend implements VhostUserBackend {
     this.#dropInflightArea();
     this.#released.resolve();
   }
+}
+
+/** A region's numbers, checked to be safe integers (sizes above 2^53 are refused). */
+function regionNumbers(
+  r: MemoryRegion,
+  what: string,
+): { gpa: number; size: number; uva: number; offset: number } {
+  const max = BigInt(Number.MAX_SAFE_INTEGER);
+  const fields: [string, bigint][] = [
+    ["guest address", r.guestPhysAddr],
+    ["size", r.memorySize],
+    ["user address", r.userspaceAddr],
+    ["mmap offset", r.mmapOffset],
+  ];
+  for (const [name, v] of fields) {
+    if (v > max) throw new Error(`${what}: the region's ${name} 0x${v.toString(16)} is past 2^53`);
+  }
+  if (r.memorySize === 0n) throw new Error(`${what}: the region is empty`);
+  if (r.guestPhysAddr + r.memorySize > max || r.userspaceAddr + r.memorySize > max) {
+    throw new Error(`${what}: the region ends past 2^53`);
+  }
+  return {
+    gpa: Number(r.guestPhysAddr),
+    size: Number(r.memorySize),
+    uva: Number(r.userspaceAddr),
+    offset: Number(r.mmapOffset),
+  };
+}
+
+/** A region for the log: guest physical range and size. */
+function describe(gpa: number, size: number): string {
+  const mib = size / (1 << 20);
+  return `0x${gpa.toString(16)}-0x${(gpa + size - 1).toString(16)} (${
+    Number.isInteger(mib) ? `${mib} MiB` : `${size} bytes`
+  })`;
 }

@@ -7,6 +7,7 @@
  */
 import { UnixSocket } from "../../ffi/unix_socket.ts";
 import { sym } from "../../ffi/libc.ts";
+import { Errno, ErrnoError } from "../../ffi/errno.ts";
 import { MessageReader } from "./reader.ts";
 import { VhostUserSession } from "./session.ts";
 import { VhostUserError } from "./errors.ts";
@@ -45,7 +46,18 @@ export class VhostUserServer {
     this.path = path;
     this.#factory = factory;
     this.#log = log;
-    this.#listener = UnixSocket.listen(path);
+    try {
+      // A socket file left by a sluice that died (SIGKILL, crash) is replaced; one that a live
+      // process still accepts on is not: two back-ends on one socket would share a guest.
+      this.#listener = UnixSocket.listen(path);
+    } catch (e) {
+      if (e instanceof ErrnoError && e.errno === Errno.EADDRINUSE) {
+        throw new Error(
+          `vhost-user socket ${path} is in use (${e.message}); is another sluice serving it?`,
+        );
+      }
+      throw e;
+    }
     this.#done = this.#acceptLoop();
   }
 

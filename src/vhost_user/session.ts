@@ -542,8 +542,9 @@ export class VhostUserSession {
           );
         }
         handOver();
-        this.#regions.splice(i, 1);
+        // The backend first: if it refuses, the region is still mapped on both sides.
         this.#backend.removeMemRegion(r);
+        this.#regions.splice(i, 1);
         return { reply: null, replyFds: [], closeFds: [...m.fds] };
       }
       case R.SET_VRING_NUM: {
@@ -640,8 +641,9 @@ export class VhostUserSession {
               return { reply: null, replyFds: [], closeFds };
             }
             if (!this.#protocolAcked()) v.enabled = true;
-            v.started = true;
+            // Started only once the backend accepted it (it refuses a bad inflight area).
             this.#backend.startQueue(b.index, snapshot(v));
+            v.started = true;
           } else {
             this.#backend.updateQueue(b.index, snapshot(v));
           }

@@ -344,3 +344,42 @@ Deno.test("config space, status and RESET_DEVICE", () => {
   send(s, R.RESET_OWNER);
   assertEquals(s.owner, false);
 });
+
+Deno.test("handleAsync: GET_VRING_BASE replies only after the backend drained that queue", async () => {
+  const { s, b } = negotiated();
+  const drains: { index: number; done: () => void }[] = [];
+  const backend = b as FakeBackend & { drainQueue(index: number): Promise<void> };
+  backend.drainQueue = (index: number) =>
+    new Promise<void>((done) => {
+      b.log.push(`drain ${index}`);
+      drains.push({ index, done });
+    });
+  send(s, R.SET_MEM_TABLE, encodeMemoryTable([region(0n, 1n << 20n)]), [20]);
+  send(s, R.SET_VRING_NUM, encodeVringState({ index: 0, num: 128 }));
+  send(s, R.SET_VRING_ADDR, addr0);
+  send(s, R.SET_VRING_KICK, encodeVringFd({ index: 0, noFd: false }), [30]);
+  const reader = new MessageReader();
+  reader.push(encodeMessage(R.GET_VRING_BASE, encodeVringState({ index: 0, num: 0 })), []);
+  const m = reader.next();
+  assert(m !== null);
+  let replied = false;
+  const out = s.handleAsync(m).then((o) => {
+    replied = true;
+    return o;
+  });
+  await Promise.resolve();
+  assertEquals(drains.map((d) => d.index), [0]);
+  assertEquals(replied, false, "no reply while the queue drains");
+  assertEquals(b.log.at(-1), "drain 0", "not stopped before the drain ended");
+  drains[0]?.done();
+  const o = await out;
+  assert(o.reply !== null);
+  assertEquals(decodeVringState(o.reply.subarray(12)), { index: 0, num: 42 });
+  assertEquals(b.log.slice(-2), ["drain 0", "stop 0"]);
+  // A stopped queue is not drained again; quiesce drains only started queues.
+  await s.handleAsync(m);
+  assertEquals(drains.length, 1);
+  await s.quiesce();
+  assertEquals(drains.length, 1);
+  s.close();
+});

@@ -4,9 +4,9 @@
 # backend is away: fio finishes with no error and every block verifies.
 #   NUM_BLOCKS     expected size of /dev/vda in 512-byte sectors
 #   FIO_SIZE_MIB   region of each of fio's 4 jobs (job n starts at n * FIO_SIZE_MIB)
-# Console: "FIO_RUNNING" just before fio starts (the host acts on it), "INFLIGHT r w done n" every
+# Console: "FIO_RUNNING" just before fio starts, "INFLIGHT r w done n" every
 # half second (the block layer's requests in flight on vda, read and write, and how many have
-# completed so far), then STEP lines.
+# completed so far; the host acts on these), then STEP lines.
 # Report (/dev/report): {"fioRc": N, "fioErr": N, "ioErrors": N, "writeIos": N, "readIos": N}
 set -eu
 fail() { echo "STEP $1 FAILED: $2"; exit "$3"; }

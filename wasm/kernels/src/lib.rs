@@ -7,13 +7,16 @@
 //! that are offsets into this memory; an out-of-range access traps (the TS
 //! loader checks ranges before calling, so a trap means a loader bug).
 //!
-//! Each kernel family lives in its own module file: `crc32c` today, AES-XTS
-//! and ring/PDU parsing later.
+//! Each kernel family lives in its own module file: `crc32c`, `virtq`
+//! (descriptor-chain walking, measured against the TypeScript walker) and
+//! `aes_xts` (AES-256-XTS, constant time).
 
 #![no_std]
 
+pub mod aes_xts;
 pub mod crc32c;
 pub mod heap;
+pub mod virtq;
 
 /// There is no unwinding in wasm32 with `panic = "abort"`; a panic is a
 /// programmer error in a kernel, so trap at once (the JS side sees a

@@ -1,0 +1,115 @@
+/**
+ * `sluice perf` in vhost-user mode as an operator runs it: `sluice serve`
+ * with a RAM bdev behind a vhost-user-blk controller, and `sluice perf -r
+ * 'trtype:vhost-user path:...'` as the guest, both subprocesses. Verified
+ * write and read workloads end with a clean Total line; a socket nobody
+ * serves is a clear error. No figure is asserted beyond "I/O was done":
+ * speed belongs to bench/vhost_bench.ts.
+ */
+import { assert, assertEquals } from "../../src/testing/assert.ts";
+import { type Daemon, startDaemon } from "../../src/testing/daemon.ts";
+
+const MAIN = new URL("../../appliance/main.ts", import.meta.url).pathname;
+const dec = new TextDecoder();
+const TOTAL =
+  /^Total: IOPS=(\d+) MiB\/s=([\d.]+) avg_us=([\d.]+) p50_us=([\d.]+) p99_us=([\d.]+) p999_us=([\d.]+) errors=(\d+)$/;
+
+function sluice(args: string[]): Promise<Deno.CommandOutput> {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+}
+
+/** `sluice serve` with a 32 MiB malloc bdev on a 2-queue vhost-user-blk controller at `socket`. */
+async function startBackend(dir: string, socket: string): Promise<Daemon> {
+  return await startDaemon(dir, {
+    config: {
+      subsystems: [
+        {
+          subsystem: "bdev",
+          config: [{
+            method: "bdev_malloc_create",
+            params: { name: "Malloc0", num_blocks: 65536, block_size: 512 },
+          }],
+        },
+        {
+          subsystem: "vhost_blk",
+          config: [{
+            method: "vhost_create_blk_controller",
+            params: { ctrlr: "vhost.0", dev_name: "Malloc0", socket, num_queues: 2 },
+          }],
+        },
+      ],
+    },
+  });
+}
+
+/** Runs perf; checks exit 0, a Total line with I/O done and no errors; returns stdout. */
+async function perfOk(trid: string, extra: string[]): Promise<string> {
+  const run = await sluice(["perf", "-r", trid, "-o", "4096", "-t", "1", ...extra]);
+  const out = dec.decode(run.stdout);
+  const err = dec.decode(run.stderr);
+  assertEquals(run.code, 0, `${extra.join(" ")}\n${out}\n${err}`);
+  const lines = out.trim().split("\n");
+  const m = TOTAL.exec(lines[lines.length - 1] ?? "");
+  assert(m !== null, `no Total line at the end:\n${out}`);
+  assert(Number(m[1]) > 0, out);
+  assertEquals(m[7], "0", out);
+  return out;
+}
+
+Deno.test("vhost perf: verified writes, reads and a mix over vhost-user against sluice serve; a bad socket is a clear error", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-vhost-perf-" });
+  const socket = `${dir}/vhost.0.sock`;
+  const backend = await startBackend(dir, socket);
+  const trid = `trtype:vhost-user path:${socket}`;
+  try {
+    // Verified sequential writes (each block stamped), then a verified mix: every read of a
+    // block the run wrote is checked, every byte.
+    const w = await perfOk(trid, ["-q", "32", "-w", "write", "--verify"]);
+    assert(w.includes("vhost-user-blk at"), w);
+    assert(w.includes("65536 x 512 B, 2 queue(s)"), w);
+    // A verified mix on both queues, deep enough for indirect descriptors (3 x 512 > 1024).
+    const mix = await perfOk(trid, [
+      "-q",
+      "512",
+      "-w",
+      "randrw",
+      "-M",
+      "50",
+      "-c",
+      "2",
+      "--verify",
+    ]);
+    assert(mix.includes("(indirect)"), mix);
+    assertEquals(
+      mix.split("\n").filter((l) => /^queue [12]: IOPS=\d+ .* errors=0$/.test(l)).length,
+      2,
+    );
+    await perfOk(trid, ["-q", "1", "-w", "randwrite", "--verify"]);
+    await perfOk(trid, ["-q", "128", "-w", "randread"]);
+
+    // Nothing listens there: exit 1 and a message naming the socket and why.
+    const missing = `${dir}/none.sock`;
+    const bad = await sluice(
+      ["perf", "-r", `trtype:vhost-user path:${missing}`, "-q", "1", "-o", "4096", "-w", "read"]
+        .concat(["-t", "1"]),
+    );
+    assertEquals(bad.code, 1);
+    const err = dec.decode(bad.stderr);
+    assert(err.includes(`cannot connect to the vhost-user socket ${missing}`), err);
+    assert(err.includes("ENOENT"), err);
+    // More queues than the controller has: refused before any I/O.
+    const tooMany = await sluice(
+      ["perf", "-r", trid, "-q", "1", "-o", "4096", "-w", "read", "-t", "1", "-c", "3"],
+    );
+    assertEquals(tooMany.code, 1);
+    assert(dec.decode(tooMany.stderr).includes("more queues than the device has (2)"));
+  } finally {
+    assertEquals(await backend.stop(), 0);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
