@@ -15,9 +15,18 @@
  * loads in order with loads and stores in order with stores; and every access
  * here is an opaque DataView call on the same buffer, which V8 does not
  * reorder with another access that may alias it. The store-load case (the
- * notification decision) is the one x86 may reorder; as in every backend, a
- * missed notification is covered by the driver re-checking after re-enabling
- * them, and the backend should recheck `popAvail()` after `setAvailEvent()`.
+ * notification decisions) is the one x86 does reorder: a store may wait in
+ * the store buffer while a later load goes ahead. Both sides then decide
+ * from stale values and each waits for the other (the device wrote
+ * `avail_event` and found the ring empty while the driver added a buffer and
+ * read the old `avail_event`: no kick; likewise `used.idx` against
+ * `used_event`: no interrupt). The driver has its full barrier; ours is
+ * {@linkcode fullFence}, a locked instruction, in {@linkcode
+ * SplitVirtqueue.setAvailEvent} (the backend then re-reads the ring with
+ * `popAvail()`) and at the start of {@linkcode
+ * SplitVirtqueue.needsNotification}. A missing one showed as a queue that
+ * stopped for good under a long fio run (seconds of heavy traffic on 2
+ * cores).
  * @module
  */
 import { VirtqueueError, type VirtqueueErrorKind } from "./error.ts";
@@ -37,6 +46,19 @@ export const VIRTQ_USED_F_NO_NOTIFY = 1;
 export const VIRTQ_MAX_SIZE = 32768;
 /** Bytes per descriptor. */
 export const VIRTQ_DESC_BYTES = 16;
+
+/** The cell the fence operates on (shared, so no engine may treat the access as private). */
+const FENCE_CELL = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * A full memory barrier (x86 `mfence` semantics): V8 compiles an Atomics
+ * read-modify-write to a locked instruction, and a locked instruction drains
+ * the store buffer before any later load, whatever address it names.
+ * Allocates nothing.
+ */
+export function fullFence(): void {
+  Atomics.add(FENCE_CELL, 0, 0);
+}
 
 /** Largest total chain length: the used ring's `len` is 32 bits. */
 const CHAIN_BYTES_MAX = 0xffff_ffff;
@@ -452,6 +474,8 @@ export class SplitVirtqueue {
    * vring_need_event against `used_event`; otherwise the NO_INTERRUPT flag).
    */
   needsNotification(): boolean {
+    // used.idx (stored by pushUsed) must be visible before we read used_event or the flags.
+    fullFence();
     if (this.eventIdx) {
       const old = this.#signalledUsed;
       const valid = this.#signalledUsedValid;
@@ -473,6 +497,8 @@ export class SplitVirtqueue {
   setAvailEvent(idx: number): void {
     if (!this.eventIdx) return;
     this.#used.setUint16(this.#usedOff + 4 + 8 * this.size, idx & 0xffff, true);
+    // avail_event must be visible before the caller re-reads avail.idx (see the module note).
+    fullFence();
     this.#usedLog?.mark(this.#usedLogAddr + 4 + 8 * this.size, 2);
   }
 

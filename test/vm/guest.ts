@@ -95,6 +95,17 @@ export interface GuestOptions {
    * act on what the guest prints (e.g. disturb a backend in the middle of a run).
    */
   onLine?: (line: string) => void;
+  /**
+   * A QMP socket to create (`-qmp unix:PATH,server=on,wait=off`), for tests that drive QEMU
+   * (live migration); at most 107 bytes.
+   */
+  qmp?: string;
+  /**
+   * Start as the destination of a live migration (`-incoming URI`, e.g. `defer`): the guest
+   * does not boot here, it arrives, so there is no boot deadline; the console holds what the
+   * guest prints after it arrived.
+   */
+  incoming?: string;
   /** Lab directory; default `$SLUICE_LAB` or `var/vm-lab`. */
   labDir?: string;
 }
@@ -293,6 +304,13 @@ async function boot(plan: Plan, options: GuestOptions): Promise<Run> {
   // paths are limited to 107 bytes).
   const withMonitor = monitor.length < 100;
   if (withMonitor) qemu.push("-monitor", `unix:${monitor},server=on,wait=off`);
+  if (options.qmp !== undefined) {
+    if (options.qmp.length > 107 || options.qmp.includes(",")) {
+      throw new Error(`QMP socket path ${options.qmp} is too long or has a ","`);
+    }
+    qemu.push("-qmp", `unix:${options.qmp},server=on,wait=off`);
+  }
+  if (options.incoming !== undefined) qemu.push("-incoming", options.incoming);
   if (net) {
     const fwd = (options.hostfwd ?? []).map((f) =>
       `,hostfwd=${f.proto ?? "tcp"}:${f.hostAddr ?? "127.0.0.1"}:${f.hostPort}-:${f.guestPort}`
@@ -343,7 +361,10 @@ async function boot(plan: Plan, options: GuestOptions): Promise<Run> {
   const watching = watchConsole(serialLog, {
     echoPrefix: plan.echo ? `[${plan.name}] ` : null,
     onLine: options.onLine,
-    bootDeadlineMs: started + plan.bootTimeoutSec * 1000,
+    // A migration destination never boots: its guest arrives already running.
+    bootDeadlineMs: options.incoming !== undefined
+      ? Infinity
+      : started + plan.bootTimeoutSec * 1000,
     exited: () => exited,
     onBootHung: async () => {
       if (withMonitor) hangState = await readMonitor(monitor, HANG_MONITOR_COMMANDS);
