@@ -102,6 +102,8 @@ const MEM_SLOTS = 32;
 const MEM_SLOT_CAPACITY = 2 * MEM_SLOTS;
 /** I/O epochs tracked at once (see the module note). */
 const EPOCHS = 64;
+/** Lines per second a device logs about a guest's bad requests (see #guestLog). */
+const GUEST_LOG_PER_SECOND = 20;
 /** How long GET_VRING_BASE (and a graceful stop) waits for a queue's requests on the bdev. */
 const DRAIN_TIMEOUT_MS = 10_000;
 
@@ -827,6 +829,34 @@ export class VhostBlkBackend implements VhostUserBackend {
    * takes no new requests, its requests in flight are dropped when they come
    * back, and GET_VRING_BASE later returns where it stopped.
    */
+  /** Start of the current one-second window of {@link #guestLog}, lines in it, lines dropped. */
+  #guestLogWindow = 0;
+  #guestLogLines = 0;
+  #guestLogDropped = 0;
+
+  /**
+   * Logs a line a guest's bad request caused, at most GUEST_LOG_PER_SECOND a
+   * second per device: a guest must not be able to flood the appliance's log.
+   * What was dropped is counted in the next line that gets through.
+   */
+  #guestLog(line: string): void {
+    const now = Date.now();
+    if (now - this.#guestLogWindow >= 1000) {
+      this.#guestLogWindow = now;
+      this.#guestLogLines = 0;
+    }
+    if (this.#guestLogLines >= GUEST_LOG_PER_SECOND) {
+      this.#guestLogDropped++;
+      return;
+    }
+    this.#guestLogLines++;
+    const dropped = this.#guestLogDropped;
+    this.#guestLogDropped = 0;
+    this.#o.log(
+      dropped > 0 ? `${line} (${dropped} similar line(s) dropped before this one)` : line,
+    );
+  }
+
   #halt(index: number, reason: string): void {
     const bq = this.#queues[index];
     if (bq === null || bq === undefined || bq.stopped) return;
@@ -928,7 +958,7 @@ export class VhostBlkBackend implements VhostUserBackend {
         this.#halt(index, e.message);
         return POP_STOPPED;
       }
-      this.#o.log(`${this.#tag}: queue ${index}: available entry dropped: ${e.message}`);
+      this.#guestLog(`${this.#tag}: queue ${index}: available entry dropped: ${e.message}`);
       return POP_SKIPPED;
     }
   }
@@ -950,7 +980,7 @@ export class VhostBlkBackend implements VhostUserBackend {
     } catch (e) {
       if (!(e instanceof VirtqueueError)) throw e;
       // A bad chain fails this request only; we cannot know its status byte.
-      this.#o.log(
+      this.#guestLog(
         `${this.#tag}: queue ${index}: bad descriptor chain at head ${head}: ${e.message}`,
       );
       bq.free.push(slot);

@@ -529,3 +529,31 @@ Deno.test("vhost-blk: SET_MEM_TABLE while running keeps unchanged regions and th
     await r.stop();
   }
 });
+
+Deno.test("vhost-blk: a guest flooding bad chains gets 20 log lines a second, the rest counted", async () => {
+  const t = await rig();
+  try {
+    const fe = await t.connect();
+    const mem = t.memory(1 << 20, 0x10_0000);
+    await fe.setMemTable([mem]);
+    const d = await startQueue(fe, mem);
+    // 30 looping chains made available at once: one kick, one pass of the backend.
+    const start = d.usedIdx();
+    for (let i = 0; i < 30; i++) d.addLoop(2);
+    fe.kick(0);
+    await waitFor(() => ((d.usedIdx() - start) & 0xffff) === 30, "the 30 bad chains are returned");
+    d.readUsed();
+    const bad = t.logs.filter((l) => l.includes("bad descriptor chain"));
+    assertEquals(bad.length, 20, bad.join("\n"));
+    // The next second's first line says how many were dropped.
+    await new Promise((r) => setTimeout(r, 1100));
+    const before = d.usedIdx();
+    d.addLoop(2);
+    fe.kick(0);
+    await waitFor(() => d.usedIdx() !== before, "bad chain after the pause is returned");
+    const last = t.logs.filter((l) => l.includes("bad descriptor chain")).at(-1) ?? "";
+    assertEquals(last.endsWith("(10 similar line(s) dropped before this one)"), true, last);
+  } finally {
+    await t.stop();
+  }
+});
