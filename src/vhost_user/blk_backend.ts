@@ -52,11 +52,13 @@ import {
   featureMask,
   VIRTIO_BLK_CONFIG_BYTES,
   VIRTIO_BLK_F_BLK_SIZE,
+  VIRTIO_BLK_F_CONFIG_WCE,
   VIRTIO_BLK_F_DISCARD,
   VIRTIO_BLK_F_FLUSH,
   VIRTIO_BLK_F_MQ,
   VIRTIO_BLK_F_RO,
   VIRTIO_BLK_F_SEG_MAX,
+  VIRTIO_BLK_F_TOPOLOGY,
   VIRTIO_BLK_F_WRITE_ZEROES,
   VIRTIO_BLK_S_IOERR,
   VIRTIO_BLK_S_OK,
@@ -102,6 +104,8 @@ const MEM_SLOTS = 32;
 const MEM_SLOT_CAPACITY = 2 * MEM_SLOTS;
 /** I/O epochs tracked at once (see the module note). */
 const EPOCHS = 64;
+/** Offset of `writeback` in the virtio-blk config space (virtio 1.2, 5.2.4). */
+const WRITEBACK_OFFSET = 32;
 /** Lines per second a device logs about a guest's bad requests (see #guestLog). */
 const GUEST_LOG_PER_SECOND = 20;
 /** How long GET_VRING_BASE (and a graceful stop) waits for a queue's requests on the bdev. */
@@ -147,6 +151,8 @@ class BlkQueue {
   readonly rangeNext: Int32Array;
   readonly rangePending: Int32Array;
   readonly rangeStatus: Uint8Array;
+  /** Per request slot: 1 while a write-through write's flush is on the bdev. */
+  readonly flushing: Uint8Array;
   /** Extra BdevIos so one request's ranges can be on the bdev together. */
   readonly rangePool: BdevIo[] = [];
   /** Guest memory slots holding the descriptor table, available and used rings. */
@@ -179,6 +185,7 @@ class BlkQueue {
     this.rangeNext = new Int32Array(num);
     this.rangePending = new Int32Array(num);
     this.rangeStatus = new Uint8Array(num);
+    this.flushing = new Uint8Array(num);
     this.ringRegions = ringRegions;
     this.callFd = callFd ?? -1;
     for (let i = num - 1; i >= 0; i--) this.free.push(i);
@@ -203,6 +210,8 @@ export class VhostBlkBackend implements VhostUserBackend {
   #memory = new GuestMemory([], MEM_SLOT_CAPACITY);
   /** Our mapping of each memory slot, and the front-end's mmap offset of it. */
   #mappings: (Unmappable | null)[] = new Array<Unmappable | null>(MEM_SLOT_CAPACITY).fill(null);
+  /** The cache mode the driver sees (CONFIG_WCE): false = write through, flush after writes. */
+  #writeback = true;
   /** Requests parsed by the WASM walker and by the TypeScript one (logged at close). */
   #parsedWasm = 0;
   #parsedTs = 0;
@@ -240,6 +249,8 @@ export class VhostBlkBackend implements VhostUserBackend {
       VIRTIO_BLK_F_BLK_SIZE,
       VIRTIO_BLK_F_FLUSH,
       VIRTIO_BLK_F_MQ,
+      VIRTIO_BLK_F_TOPOLOGY,
+      VIRTIO_BLK_F_CONFIG_WCE,
     ];
     // We can log our writes for live migration (dirty_log.ts).
     bits.push(VHOST_F_LOG_ALL);
@@ -874,7 +885,7 @@ export class VhostBlkBackend implements VhostUserBackend {
       geometry: { cylinders: 0, heads: 0, sectors: 0 },
       blkSize: this.#blockSize,
       topology: { physicalBlockExp: 0, alignmentOffset: 0, minIoSize: 1, optIoSize: 0 },
-      writeback: 0,
+      writeback: this.#writeback ? 1 : 0,
       numQueues: this.numQueues,
       maxDiscardSectors: this.#limits.maxDiscardSectors,
       maxDiscardSeg: RANGES_MAX,
@@ -891,13 +902,32 @@ export class VhostBlkBackend implements VhostUserBackend {
     return out;
   }
 
-  setConfig(): void {
-    // Nothing is writable (no CONFIG_WCE).
+  /**
+   * VIRTIO_BLK_F_CONFIG_WCE: the driver may switch the cache mode, the one
+   * writable field (`writeback`, offset 32). In write-through mode every
+   * write is followed by a flush of the bdev before it completes.
+   */
+  setConfig(offset: number, data: Uint8Array): void {
+    if ((this.#negotiated & (1n << BigInt(VIRTIO_BLK_F_CONFIG_WCE))) === 0n) {
+      throw new Error("SET_CONFIG without VIRTIO_BLK_F_CONFIG_WCE: nothing is writable");
+    }
+    const v = data[0];
+    if (offset !== WRITEBACK_OFFSET || data.byteLength !== 1 || (v !== 0 && v !== 1)) {
+      throw new Error(
+        `SET_CONFIG may only set writeback (offset ${WRITEBACK_OFFSET}, 1 byte, 0 or 1); got ` +
+          `offset ${offset}, ${data.byteLength} byte(s)`,
+      );
+    }
+    if ((v === 1) !== this.#writeback) {
+      this.#writeback = v === 1;
+      this.#o.log(`${this.#tag}: cache mode ${this.#writeback ? "write back" : "write through"}`);
+    }
   }
 
   reset(): void {
     this.#queues = [];
     this.#negotiated = 0n;
+    this.#writeback = true;
     this.#logAll = false;
     // QEMU frees its inflight area on a device reset and sends a new one at the next start.
     this.#dropInflightArea();
@@ -1145,6 +1175,17 @@ export class VhostBlkBackend implements VhostUserBackend {
     const status = io.status === BdevIoStatus.Success ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
     const req = bq.reqs[slot] as BlkRequest;
     if (req.type !== VIRTIO_BLK_T_DISCARD && req.type !== VIRTIO_BLK_T_WRITE_ZEROES) {
+      if (
+        req.type === VIRTIO_BLK_T_OUT && !this.#writeback && status === VIRTIO_BLK_S_OK &&
+        bq.flushing[slot] === 0
+      ) {
+        // Write through: the write is acknowledged once the bdev's cache is flushed too.
+        bq.flushing[slot] = 1;
+        this.#issue(bq, slot, io);
+        this.#ch.flush(io);
+        return;
+      }
+      bq.flushing[slot] = 0;
       this.#finish(bq, slot, status);
       return;
     }

@@ -14,6 +14,7 @@ import { createMallocBdev } from "../bdev_modules/malloc/malloc.ts";
 import { createErrorBdev, injectError } from "../bdev_modules/error/error.ts";
 import {
   featureMask,
+  VIRTIO_BLK_F_CONFIG_WCE,
   VIRTIO_BLK_F_DISCARD,
   VIRTIO_BLK_F_WRITE_ZEROES,
   VIRTIO_BLK_S_IOERR,
@@ -36,6 +37,7 @@ import {
 } from "./frontend.ts";
 import {
   decodeU64,
+  encodeConfig,
   encodeSingleMemoryRegion,
   featureBit,
   type MemoryRegion,
@@ -555,5 +557,45 @@ Deno.test("vhost-blk: a guest flooding bad chains gets 20 log lines a second, th
     assertEquals(last.endsWith("(10 similar line(s) dropped before this one)"), true, last);
   } finally {
     await t.stop();
+  }
+});
+
+Deno.test("vhost-blk: CONFIG_WCE: write back by default; in write-through mode each write is flushed before it completes", async () => {
+  const r = await rig({ errorBdev: true });
+  try {
+    const fe = VhostUserFrontend.connect(r.path);
+    await fe.negotiate(
+      featureMask(VIRTIO_F_VERSION_1, VIRTIO_BLK_F_CONFIG_WCE),
+      FRONTEND_PROTOCOL_FEATURES,
+    );
+    const mem = r.memory(4 << 20, 0x10_0000);
+    await fe.setMemTable([mem]);
+    const d = await startQueue(fe, mem);
+    assertEquals((await fe.getConfig(32, 1))[0], 1, "writeback after reset");
+    const data = pattern(8 * SECTOR, 5);
+    const write = () =>
+      io(fe, d, VIRTIO_BLK_T_OUT, 0, [{ len: data.length, writable: false, data }]);
+    // Write back: a failing flush is not the write's business.
+    injectError(r.bdevs, r.name, { ioType: "flush", errorType: "failure", num: 1 });
+    assertEquals((await write()).status, VIRTIO_BLK_S_OK);
+    // Write through: the write's flush fails, so does the write.
+    await fe.request(
+      R.SET_CONFIG,
+      encodeConfig({ offset: 32, flags: 0, data: new Uint8Array([0]) }),
+    );
+    assertEquals((await fe.getConfig(32, 1))[0], 0);
+    assert(r.logs.some((l) => l.endsWith("cache mode write through")), r.logs.join("\n"));
+    assertEquals((await write()).status, VIRTIO_BLK_S_IOERR);
+    // The flush failure was used up: the next write and its flush succeed.
+    assertEquals((await write()).status, VIRTIO_BLK_S_OK);
+    // Only writeback is writable.
+    await assertRejects(
+      () =>
+        fe.request(R.SET_CONFIG, encodeConfig({ offset: 0, flags: 0, data: new Uint8Array(8) })),
+      VhostUserFrontendError,
+    );
+    fe.close();
+  } finally {
+    await r.stop();
   }
 });

@@ -14,6 +14,8 @@ import { type Daemon, startDaemon } from "../../src/testing/daemon.ts";
 const NUM_BLOCKS = 262144; // 128 MiB of 512-byte blocks
 const PATTERN_MIB = 96; // the 4 MiB pattern, past fio's two 16 MiB regions
 const FIO_SIZE_MIB = 16;
+const ZERO_MIB = 36; // past fio's two 16 MiB regions
+const FS_MIB = 48; // 40 MiB of ext4, before the pattern at 96 MiB
 /** SPDK's config subsystem for vhost_create_blk_controller. */
 const VHOST_SUBSYSTEM = "vhost_blk";
 const SCRIPT = new URL("./guest/vhost_blk.sh", import.meta.url);
@@ -23,15 +25,20 @@ interface Report {
   sizeBlocks: number;
   queues: number;
   patternSha256: string;
+  fsSha256: string;
   fioErr?: number;
 }
 
-/** The daemon with a config that creates Malloc0 and controller vhost.0 on `socket`. */
+/**
+ * The daemon with a config that creates Malloc0 and controller vhost.0 on `socket`; `output`
+ * collects what it prints after "ready" (echoed to stdout as well).
+ */
 async function startSluice(
   dir: string,
   socket: string,
   numQueues: number,
   nvmfPort: number,
+  output: string[],
 ): Promise<Daemon> {
   const config = {
     subsystems: [
@@ -55,6 +62,7 @@ async function startSluice(
     config,
     args: ["--nvmf-listen", `127.0.0.1:${nvmfPort}`],
     echo: true,
+    onOutput: (text) => output.push(text),
   });
 }
 
@@ -75,13 +83,14 @@ function assertSteps(output: string, steps: string[]): void {
   }
 }
 
-for (const numQueues of [1, 2]) {
+for (const numQueues of [1, 4]) {
   Deno.test(`vhost-user-blk: Linux virtio-blk, dd and fio against sluice (${numQueues} queue${numQueues === 1 ? "" : "s"})`, async () => {
     const dir = await Deno.makeTempDir({ prefix: "sluice-vm-vhost-" });
     const socket = `${dir}/vhost.0.sock`;
     // sun_path holds 108 bytes including the NUL; QEMU and the daemon would both fail.
     assert.ok(socket.length < 108, `socket path too long for a unix socket: ${socket}`);
-    const sluice = await startSluice(dir, socket, numQueues, freePort());
+    const output: string[] = [];
+    const sluice = await startSluice(dir, socket, numQueues, freePort(), output);
     try {
       const info = await Deno.lstat(socket);
       assert.ok(info.isSocket, `${socket} is not a socket after "ready"`);
@@ -93,9 +102,10 @@ for (const numQueues of [1, 2]) {
         ...["-device", `vhost-user-blk-pci,chardev=vhost0,num-queues=${numQueues}`],
       ];
       const common = {
-        modules: ["virtio_pci", "virtio_blk"],
+        modules: ["virtio_pci", "virtio_blk", "loop", "ext4"],
         sharedMem: true, // memory-backend-memfd,share=on + -numa node,memdev=
-        smp: 2,
+        // Linux makes min(num-queues, vCPUs) queues: as many vCPUs as queues.
+        smp: Math.max(2, numQueues),
         qemuArgs,
         timeoutSec: 300, // TCG: about 8 s against qemu-storage-daemon
       };
@@ -104,6 +114,8 @@ for (const numQueues of [1, 2]) {
         NUM_QUEUES: String(numQueues),
         PATTERN_MIB: String(PATTERN_MIB),
         FIO_SIZE_MIB: String(FIO_SIZE_MIB),
+        ZERO_MIB: String(ZERO_MIB),
+        FS_MIB: String(FS_MIB),
       };
 
       const r = await runGuest({
@@ -113,12 +125,28 @@ for (const numQueues of [1, 2]) {
         env: { ...env, MODE: "write", EXPECT_SHA: "" },
       });
       assert.equal(r.exitCode, 0, outputTail(r.output, 60));
-      assertSteps(r.output, ["device", "size", "queues", "pattern", "fio", "after-fio"]);
+      assertSteps(r.output, [
+        "device",
+        "size",
+        "queues",
+        "pattern",
+        "fio",
+        "after-fio",
+        "zeroes",
+        "cache",
+        "filesystem",
+      ]);
+      // QEMU forwarded the guest's cache-mode switch (SET_CONFIG) and sluice applied it.
+      assert.ok(
+        output.join("").includes("cache mode write through"),
+        "no cache mode change in sluice's log",
+      );
       const report = parseReport(r.report, r.output);
       assert.equal(report.sizeBlocks, NUM_BLOCKS);
       assert.equal(report.queues, numQueues);
       assert.equal(report.fioErr, 0);
       assert.match(report.patternSha256, /^[0-9a-f]{64}$/);
+      assert.match(report.fsSha256, /^[0-9a-f]{64}$/);
 
       // A second QEMU on the same controller (the first one's connection is gone): the data is
       // in Malloc0, not in anything tied to the first connection.
@@ -130,8 +158,10 @@ for (const numQueues of [1, 2]) {
         env: { ...env, MODE: "reread", EXPECT_SHA: report.patternSha256 },
       });
       assert.equal(r2.exitCode, 0, outputTail(r2.output, 60));
-      assertSteps(r2.output, ["device", "size", "queues", "reread"]);
-      assert.equal(parseReport(r2.report, r2.output).patternSha256, report.patternSha256);
+      assertSteps(r2.output, ["device", "size", "queues", "reread", "refs"]);
+      const report2 = parseReport(r2.report, r2.output);
+      assert.equal(report2.patternSha256, report.patternSha256);
+      assert.equal(report2.fsSha256, report.fsSha256, "the files on ext4 changed between guests");
     } finally {
       await sluice.stop();
       await Deno.remove(dir, { recursive: true });
