@@ -11,6 +11,9 @@
  * In vhost-user mode sluice is the guest: it shares memory with the
  * back-end, lays out virtqueues and drives virtio-blk requests on them
  * (src/perf/vhost_user_perf.ts), polling the used rings on the reactor.
+ * Diagnostics (stderr): SLUICE_PERF_STATS=1 prints kicks sent and skipped
+ * per queue; SLUICE_PERF_NO_EVENT_IDX=1 leaves VIRTIO_F_EVENT_IDX out of the
+ * negotiation (kicks then follow VIRTQ_USED_F_NO_NOTIFY).
  *
  * The last line of stdout is always the `Total:` line; the exit status is
  * 1 when any I/O failed or read back wrong, 2 for a usage error.
@@ -330,6 +333,7 @@ async function runVhost(o: PerfOptions): Promise<number> {
         verify: w.verify,
         writes: w.pattern !== "read" && w.pattern !== "randread",
         reactor,
+        eventIdx: Deno.env.get("SLUICE_PERF_NO_EVENT_IDX") !== "1",
       }),
       CONNECT_TIMEOUT_MS,
       `${path} did not set the device up within ${CONNECT_TIMEOUT_MS / 1000} s`,
@@ -373,6 +377,10 @@ async function runVhost(o: PerfOptions): Promise<number> {
     Deno.addSignalListener("SIGINT", stopSignal);
     signalHooked = true;
     const runs = Promise.all(jobs.map((j) => j.run()));
+    // The reactor had nothing to do during the set-up and may be parked in the kernel: no
+    // CQE will end that park (completions are polled), so wake it now, or the first I/Os
+    // wait for its park timeout (1 s).
+    reactor.wake();
     const watchdog = setTimeout(() => {
       const left = jobs.reduce((n, j) => n + j.inFlight, 0);
       console.error(
