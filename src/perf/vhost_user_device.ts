@@ -122,8 +122,11 @@ export class VhostUserPerfDevice implements PerfDevice {
    * array so the double is not boxed. */
   readonly #progressMs = new Float64Array([-1]);
   #lost = false;
-  /** A store-load fence: Atomics read-modify-write ops are locked instructions on x86. */
-  readonly #fence = new Int32Array(1);
+  /**
+   * A store-load fence: an Atomics read-modify-write on shared memory is a locked
+   * instruction on x86, which orders the avail.idx store before the avail_event load.
+   */
+  readonly #fence = new Int32Array(new SharedArrayBuffer(4));
 
   /** Scratch bytes a device of `depth` slots needs (16-aligned). */
   static scratchBytes(depth: number): number {
