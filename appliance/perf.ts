@@ -424,7 +424,7 @@ async function runVhost(o: PerfOptions): Promise<number> {
       if (dev !== undefined && Deno.env.get("SLUICE_PERF_STATS") === "1") {
         console.error(
           `sluice perf: queue ${i + 1}: kicks ${dev.kicks}, skipped ${dev.kicksSkipped}, ` +
-            `stall kicks ${dev.stallKicks}`,
+            `stall kicks ${dev.stallKicks} (lost notifications among them: ${dev.lostNotifications})`,
         );
       }
     }

@@ -94,6 +94,13 @@ export class VhostUserPerfDevice implements PerfDevice {
   kicks = 0;
   kicksSkipped = 0;
   stallKicks = 0;
+  /**
+   * Stalls where the device's avail_event asked for a kick at an index this
+   * driver published without kicking: the device went to sleep on a ring with
+   * work, a notification lost in the avail_event handshake (EVENT_IDX only).
+   * The other stalls had their kick: the device was busy or not running.
+   */
+  lostNotifications = 0;
   readonly #mem: FrontendMemory;
   readonly #v: DataView;
   readonly #bytes: Uint8Array;
@@ -114,6 +121,8 @@ export class VhostUserPerfDevice implements PerfDevice {
   readonly #reactor: { ioInFlight: number };
   #availIdx = 0;
   #kickedIdx = 0;
+  /** avail.idx when a kick was last written. */
+  #lastKickAt = 0;
   #lastUsed = 0;
   #kickPending = false;
   #outstanding = 0;
@@ -308,6 +317,16 @@ export class VhostUserPerfDevice implements PerfDevice {
     else if (now - since >= STALL_MS) {
       this.#progressMs[0] = now;
       this.stallKicks++;
+      if (this.#eventIdx) {
+        const event = this.#v.getUint16(this.#usedOff + 4 + 8 * this.#size, true);
+        // event in [lastKickAt, availIdx): published after the last kick, asked for, not sent.
+        if (
+          ((event - this.#lastKickAt) & 0xffff) < ((this.#availIdx - this.#lastKickAt) & 0xffff)
+        ) {
+          this.lostNotifications++;
+        }
+      }
+      this.#lastKickAt = this.#availIdx;
       sym.write(this.#kickFd, ONE, 8n);
     }
   }
@@ -329,6 +348,7 @@ export class VhostUserPerfDevice implements PerfDevice {
     this.#kickedIdx = this.#availIdx;
     if (need) {
       this.kicks++;
+      this.#lastKickAt = this.#availIdx;
       sym.write(this.#kickFd, ONE, 8n);
     } else this.kicksSkipped++;
   }
