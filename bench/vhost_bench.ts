@@ -293,10 +293,14 @@ async function precondition(kids: Children, socket: string, pid: number): Promis
   console.log("  (the volume may not be fully written: the back-end's RSS stayed below 1 GiB)");
 }
 
-function qsdArgs(socket: string, volume: "file" | "null", file: string): string[] {
-  const blockdev = volume === "file"
-    ? `driver=file,node-name=vol0,filename=${file},cache.direct=off`
-    : `driver=null-co,node-name=vol0,size=${VOLUME_MIB * 2 ** 20}`;
+/** The volumes qemu-storage-daemon serves: the file with its default (thread pool) I/O or io_uring. */
+type QsdVolume = "file" | "uring" | "null";
+
+function qsdArgs(socket: string, volume: QsdVolume, file: string): string[] {
+  const blockdev = volume === "null"
+    ? `driver=null-co,node-name=vol0,size=${VOLUME_MIB * 2 ** 20}`
+    : `driver=file,node-name=vol0,filename=${file},cache.direct=off` +
+      (volume === "uring" ? ",aio=io_uring" : "");
   return [
     "--blockdev",
     blockdev,
@@ -308,11 +312,11 @@ function qsdArgs(socket: string, volume: "file" | "null", file: string): string[
 
 let qsdRuns = 0;
 
-/** One row on a fresh qemu-storage-daemon. */
+/** One run on a fresh qemu-storage-daemon. */
 async function qsdRow(
   kids: Children,
   dir: string,
-  volume: "file" | "null",
+  volume: QsdVolume,
   file: string,
   row: Row,
   seconds: number,
@@ -413,24 +417,27 @@ async function bench(seconds: number, repeat: number): Promise<void> {
     // qemu-storage-daemon, file in /dev/shm and null-co.
     let qsdNote = "";
     const qsd = new Map<string, Figures>();
+    const uring = new Map<string, Figures>();
     const nul = new Map<string, Figures>();
     if (await which(QSD)) {
       const fa = await new Deno.Command("fallocate", {
         args: ["-l", String(VOLUME_MIB * 2 ** 20), shm],
       }).output();
       if (!fa.success) throw new Error(`fallocate ${shm} failed`);
-      for (const row of ROWS) {
-        const f = await median(repeat, () => qsdRow(kids, dir, "file", shm, row, seconds));
-        qsd.set(rowName(row), f);
-        console.log(
-          `  qemu-storage-daemon file ${rowName(row)}: ${k(f.iops)} IOPS ` +
-            `(runs ${k(f.min)}-${k(f.max)})`,
-        );
-      }
-      for (const row of ROWS) {
-        const f = await qsdRow(kids, dir, "null", shm, row, seconds);
-        nul.set(rowName(row), f);
-        console.log(`  qemu-storage-daemon null-co ${rowName(row)}: ${k(f.iops)} IOPS`);
+      const runs: [QsdVolume, Map<string, Figures>, number, string][] = [
+        ["file", qsd, repeat, "file"],
+        ["uring", uring, repeat, "file aio=io_uring"],
+        ["null", nul, 1, "null-co"],
+      ];
+      for (const [volume, into, n, label] of runs) {
+        for (const row of ROWS) {
+          const f = await median(n, () => qsdRow(kids, dir, volume, shm, row, seconds));
+          into.set(rowName(row), f);
+          console.log(
+            `  qemu-storage-daemon ${label} ${rowName(row)}: ${k(f.iops)} IOPS` +
+              (n > 1 ? ` (runs ${k(f.min)}-${k(f.max)})` : ""),
+          );
+        }
       }
     } else {qsdNote =
         `${QSD} is not installed (apt-get install qemu-system-common): no qsd columns.`;}
@@ -446,6 +453,8 @@ async function bench(seconds: number, repeat: number): Promise<void> {
         "qsd file IOPS",
         "qsd avg us",
         "sluice/qsd",
+        "qsd io_uring IOPS",
+        "sluice/qsd io_uring",
         "qsd null-co IOPS",
         "sluice/null-co",
         "SPDK (ref)",
@@ -456,6 +465,7 @@ async function bench(seconds: number, repeat: number): Promise<void> {
         const o = ours.get(name) as Figures;
         const q = qsd.get(name);
         const n = nul.get(name);
+        const u = uring.get(name);
         const s = SPDK_REFERENCE[name];
         // QD1: SPDK's figure is a latency, and lower is better: compare the inverse.
         const sCell = s?.iops !== undefined
@@ -477,6 +487,8 @@ async function bench(seconds: number, repeat: number): Promise<void> {
           q ? k(q.iops) : "-",
           q ? f1(q.avgUs) : "-",
           q ? ratio(o.iops, q.iops) : "-",
+          u ? k(u.iops) : "-",
+          u ? ratio(o.iops, u.iops) : "-",
           n ? k(n.iops) : "-",
           n ? ratio(o.iops, n.iops) : "-",
           sCell,
@@ -488,21 +500,21 @@ async function bench(seconds: number, repeat: number): Promise<void> {
       `\nsluice: \`sluice serve\`, ${VOLUME_MIB} MiB malloc bdev (written once first), one ` +
         "vhost-user-blk queue. qsd file: qemu-storage-daemon " +
         `(${QSD}), driver=file on a ${VOLUME_MIB} MiB fallocated file in /dev/shm, ` +
-        "cache.direct=off, num-queues=1, a fresh daemon per row; both copy the data (like with " +
-        "like). qsd null-co: no data copied, a ceiling for rings and protocol, not a peer. Client: " +
+        "cache.direct=off, num-queues=1, a fresh daemon per run; both copy the data (like with " +
+        "like). qsd io_uring: the same with aio=io_uring instead of its default thread pool (its " +
+        "faster configuration here). qsd null-co: no data copied, a ceiling for rings and protocol, not a peer. Client: " +
         "`sluice perf` in vhost-user mode for every column (EVENT_IDX, direct chains, used ring " +
         "polled).",
     );
-    const stalls = [...ours.entries(), ...qsd.entries(), ...nul.entries()]
-      .filter(([, f]) => f.stallKicks > 0);
-    if (stalls.length > 0) {
-      console.log(
-        "Client re-kicks after 1 ms without a completion (a busy or descheduled back-end, or a " +
-          "lost notification): " +
-          [...ours.entries()].map(([n, f]) => `sluice ${n} ${f.stallKicks}`).join(", ") +
-          "; " + [...qsd.entries()].map(([n, f]) => `qsd ${n} ${f.stallKicks}`).join(", "),
-      );
-    }
+    const stallText = (label: string, m: Map<string, Figures>) =>
+      [...m.entries()].map(([n, f]) => `${label} ${n} ${f.stallKicks}`).join(", ");
+    console.log(
+      "Client re-kicks after 1 ms without a completion (a busy or descheduled back-end, or a lost " +
+        `notification), in the median run: ${stallText("sluice", ours)}; ${
+          stallText("qsd", qsd)
+        }; ` +
+        stallText("qsd io_uring", uring),
+    );
     console.log(REFERENCE_TEXT);
     if (qsdNote) console.log(qsdNote);
   } finally {

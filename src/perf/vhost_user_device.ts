@@ -99,6 +99,9 @@ export class VhostUserPerfDevice implements PerfDevice {
    * driver published without kicking: the device went to sleep on a ring with
    * work, a notification lost in the avail_event handshake (EVENT_IDX only).
    * The other stalls had their kick: the device was busy or not running.
+   * Exact for a device that moves avail_event only when it finds the ring
+   * empty (sluice's); one that moves it on every pop (libvhost-user) and is
+   * descheduled mid-batch is counted here too.
    */
   lostNotifications = 0;
   readonly #mem: FrontendMemory;
