@@ -374,6 +374,11 @@ async function runVhost(o: PerfOptions): Promise<number> {
       pollers.push(name);
     }
 
+    // A back-end that goes away ends the run at once: its I/Os will never complete.
+    s.lost.then((reason) => {
+      if (reason === null) return;
+      for (const d of s.devices) d.abandon(reason);
+    });
     Deno.addSignalListener("SIGINT", stopSignal);
     signalHooked = true;
     const runs = Promise.all(jobs.map((j) => j.run()));

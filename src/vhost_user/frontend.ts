@@ -316,6 +316,32 @@ export class VhostUserFrontend {
     }
   }
 
+  /**
+   * Resolves with a reason when the back-end closes the connection (or it
+   * fails), for a caller that sends nothing for a while (a perf run) and
+   * wants to know at once. Anything the back-end sends meanwhile is kept for
+   * the next reply. Stop watching with `signal` before sending a request:
+   * the watch then resolves with null.
+   */
+  async watchClose(signal: AbortSignal): Promise<string | null> {
+    const buf = new Uint8Array(4096);
+    try {
+      for (;;) {
+        await this.#sock.readable({ signal });
+        const r = this.#sock.tryRecvMsg(buf, 0);
+        if (r === null) continue;
+        if (r.bytes === 0) return "the back-end closed the connection";
+        const joined = new Uint8Array(this.#rx.byteLength + r.bytes);
+        joined.set(this.#rx);
+        joined.set(buf.subarray(0, r.bytes), this.#rx.byteLength);
+        this.#rx = joined;
+      }
+    } catch (e) {
+      if (signal.aborted || this.#closed) return null;
+      return `the connection failed: ${e instanceof Error ? e.message : String(e)}`;
+    }
+  }
+
   async #fill(n: number, signal: AbortSignal): Promise<void> {
     const buf = new Uint8Array(4096);
     while (this.#rx.byteLength < n) {
