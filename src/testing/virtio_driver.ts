@@ -47,10 +47,7 @@ export interface VirtioDriverOptions {
   eventIdx?: boolean;
   /** Negotiate VIRTIO_F_INDIRECT_DESC. */
   indirectDesc?: boolean;
-  /**
-   * Memory to lay the rings in (e.g. a vhost-user front-end's shared memfd);
-   * default a fresh array of `memoryBytes`.
-   */
+  /** Use these bytes as guest memory (e.g. a mapped memfd a backend maps too); zeroed here. */
   bytes?: Uint8Array;
   /** Front-end virtual address of the first byte; default 0x7f00_0000_0000. */
   uva?: number;
@@ -85,6 +82,7 @@ export class VirtioDriver {
     this.gpaBase = o.gpaBase ?? 0x10_0000;
     const memoryBytes = o.bytes?.byteLength ?? o.memoryBytes ?? 4 << 20;
     this.bytes = o.bytes ?? new Uint8Array(memoryBytes);
+    this.bytes.fill(0);
     this.#view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
     this.memory = new GuestMemory([{
       gpa: this.gpaBase,
