@@ -47,7 +47,10 @@ export interface VirtioDriverOptions {
   eventIdx?: boolean;
   /** Negotiate VIRTIO_F_INDIRECT_DESC. */
   indirectDesc?: boolean;
-  /** Use these bytes as guest memory (e.g. a mapped memfd a backend maps too); zeroed here. */
+  /**
+   * Memory to lay the rings in (e.g. a vhost-user front-end's shared memfd, which
+   * a backend maps too); zeroed here. Default a fresh array of `memoryBytes`.
+   */
   bytes?: Uint8Array;
   /** Front-end virtual address of the first byte; default 0x7f00_0000_0000. */
   uva?: number;
