@@ -34,6 +34,11 @@ const BACKEND_CPU = 0;
 const CLIENT_CPU = 1;
 const VOLUME_MIB = 1024;
 const IO_BYTES = 4096;
+/**
+ * The profile covers the daemon's whole life, the preconditioning writes too: a
+ * smaller volume keeps them to a few percent of the samples.
+ */
+const PROFILE_VOLUME_MIB = 256;
 const QSD = "/usr/bin/qemu-storage-daemon";
 
 type Rw = "randread" | "randwrite";
@@ -245,14 +250,14 @@ async function median(
 // ---------------------------------------------------------------------------
 // The back-ends.
 
-function sluiceConfig(socket: string): unknown {
+function sluiceConfig(socket: string, mib: number): unknown {
   return {
     subsystems: [
       {
         subsystem: "bdev",
         config: [{
           method: "bdev_malloc_create",
-          params: { name: "Malloc0", num_blocks: (VOLUME_MIB * 2 ** 20) / 512, block_size: 512 },
+          params: { name: "Malloc0", num_blocks: (mib * 2 ** 20) / 512, block_size: 512 },
         }],
       },
       {
@@ -273,8 +278,9 @@ async function startSluice(
   socket: string,
   denoFlags: string[] = [],
   sink?: (text: string) => void,
+  mib = VOLUME_MIB,
 ): Promise<Deno.ChildProcess> {
-  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(sluiceConfig(socket)));
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(sluiceConfig(socket, mib)));
   const child = kids.spawn(
     BACKEND_CPU,
     Deno.execPath(),
@@ -285,12 +291,19 @@ async function startSluice(
 }
 
 /** Writes the whole volume once so its pages exist (first-touch faults otherwise dominate). */
-async function precondition(kids: Children, socket: string, pid: number): Promise<void> {
+async function precondition(
+  kids: Children,
+  socket: string,
+  pid: number,
+  mib = VOLUME_MIB,
+): Promise<void> {
   for (let i = 0; i < 6; i++) {
     await perf(kids, socket, "write", 8, 1, 131072);
-    if ((await rssAnonBytes(pid)) >= VOLUME_MIB * 2 ** 20) return;
+    if ((await rssAnonBytes(pid)) >= mib * 2 ** 20) return;
   }
-  console.log("  (the volume may not be fully written: the back-end's RSS stayed below 1 GiB)");
+  console.log(
+    `  (the volume may not be fully written: the back-end's RSS stayed below ${mib} MiB)`,
+  );
 }
 
 /** The volumes qemu-storage-daemon serves: the file with its default (thread pool) I/O or io_uring. */
@@ -576,19 +589,27 @@ async function profile(seconds: number): Promise<void> {
   try {
     console.log(
       `bench:vhost --profile: sluice's back-end under --cpu-prof and --trace-gc, ${seconds} s ` +
-        "per workload, one queue at QD128, back-end on CPU 0, client on CPU 1\n",
+        `per workload, one queue at QD128, back-end on CPU 0, client on CPU 1, ${PROFILE_VOLUME_MIB} ` +
+        "MiB malloc bdev (its preconditioning writes are in the profile too, a few percent)\n",
     );
     for (const rw of ["randread", "randwrite"] as Rw[]) {
       const profDir = `${dir}/prof-${rw}`;
       await Deno.mkdir(profDir);
       const socket = `${dir}/sluice-${rw}.sock`;
       let out = "";
-      const target = await startSluice(kids, dir, socket, [
-        "--cpu-prof",
-        `--cpu-prof-dir=${profDir}`,
-        "--v8-flags=--trace-gc",
-      ], (t) => (out += t));
-      await precondition(kids, socket, target.pid);
+      const target = await startSluice(
+        kids,
+        dir,
+        socket,
+        [
+          "--cpu-prof",
+          `--cpu-prof-dir=${profDir}`,
+          "--v8-flags=--trace-gc",
+        ],
+        (t) => (out += t),
+        PROFILE_VOLUME_MIB,
+      );
+      await precondition(kids, socket, target.pid, PROFILE_VOLUME_MIB);
       const from = out.length;
       const f = await perf(kids, socket, rw, 128, seconds);
       const gc = allocatedBytes(out.slice(from));
