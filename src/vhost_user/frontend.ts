@@ -13,6 +13,24 @@
  * rings over that memory).
  *
  * Control path only: the socket calls are async and allocate freely.
+ *
+ * @example A guest's view of one queue, with raw ring access (as frontend_test.ts does)
+ * ```ts
+ * const mem = FrontendMemory.create(1 << 20, 0x10_0000);
+ * const fe = VhostUserFrontend.connect("/var/run/sluice/vhost.0.sock");
+ * await fe.negotiate(featureMask(VIRTIO_F_VERSION_1, VIRTIO_F_EVENT_IDX));
+ * await fe.setMemTable([mem]);
+ * const driver = new VirtioDriver({
+ *   queueSize: 16, bytes: mem.bytes, gpaBase: mem.gpaBase, uva: mem.uva, eventIdx: true,
+ * });
+ * await fe.setupQueue(0, mem, driver); // its descAddr/availAddr/usedAddr/size are a RingLayout
+ * driver.addLoop(); // or any raw descriptors: driver.writeDesc(...), driver.publish(...)
+ * fe.kick(0);
+ * // ... read driver.usedIdx(), then:
+ * await fe.getVringBase(0);
+ * fe.close();
+ * mem.close();
+ * ```
  * @module
  */
 import { close, eventfd, sym } from "../../ffi/libc.ts";
