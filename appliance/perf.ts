@@ -12,7 +12,8 @@
  * back-end, lays out virtqueues and drives virtio-blk requests on them
  * (src/perf/vhost_user_perf.ts), polling the used rings on the reactor.
  * Diagnostics (stderr): SLUICE_PERF_STATS=1 prints kicks sent and skipped
- * per queue; SLUICE_PERF_NO_EVENT_IDX=1 leaves VIRTIO_F_EVENT_IDX out of the
+ * per queue, and the stalls (1 ms with nothing completed, after which a kick
+ * is sent again: a busy or descheduled back-end, or a lost notification); SLUICE_PERF_NO_EVENT_IDX=1 leaves VIRTIO_F_EVENT_IDX out of the
  * negotiation (kicks then follow VIRTQ_USED_F_NO_NOTIFY).
  *
  * The last line of stdout is always the `Total:` line; the exit status is
@@ -419,11 +420,11 @@ async function runVhost(o: PerfOptions): Promise<number> {
           `sluice perf: queue ${i + 1}: ${r.verifyErrors} read(s) did not return what was written`,
         );
       }
-      if (dev !== undefined && dev.stallKicks > 0) {
+      if (dev !== undefined && dev.lostNotifications > 0) {
         console.error(
-          `sluice perf: queue ${i + 1}: ${dev.stallKicks} time(s) nothing completed for 1 ms ` +
-            "with I/Os outstanding, and a kick was sent again (a busy or descheduled back-end, " +
-            "or a lost notification)",
+          `sluice perf: queue ${i + 1}: the back-end missed ${dev.lostNotifications} ` +
+            "notification(s): it asked for a kick (avail_event) at an index this run published " +
+            "without one, and went quiet until the next kick, sent after 1 ms without progress",
         );
       }
       if (dev !== undefined && Deno.env.get("SLUICE_PERF_STATS") === "1") {

@@ -222,7 +222,7 @@ async function perf(
   if (m === null || out.code !== 0) {
     throw new Error(`sluice perf failed (exit ${out.code}):\n${out.stdout}${out.stderr}`);
   }
-  const stall = /(\d+) time\(s\) nothing completed for 1 ms/.exec(out.stderr);
+  const stall = /stall kicks (\d+)/.exec(out.stderr);
   return {
     iops: Number(m[1]),
     avgUs: Number(m[2]),
@@ -370,6 +370,8 @@ const ratio = (a: number, b: number) => (b > 0 ? `${(a / b).toFixed(2)}x` : "-")
 // ---------------------------------------------------------------------------
 
 async function setUp(tag: string) {
+  // Every sluice perf child prints its kick and stall counters (the table's last lines).
+  Deno.env.set("SLUICE_PERF_STATS", "1");
   const pin = (await which("taskset")) && navigator.hardwareConcurrency >= 2;
   const kids = new Children(pin);
   const onSignal = () => {
