@@ -306,22 +306,18 @@ export class VhostUserFrontend {
     const msg = encodeMessage(request, payload, ack ? VHOST_USER_NEED_REPLY_MASK : 0);
     const signal = AbortSignal.timeout(this.#timeoutMs);
     const name = requestName(request) ?? `request ${request}`;
+    let body: Uint8Array;
     try {
       await this.#sock.sendMsg(msg, fds, { signal });
       if (!reply && !ack) return null;
-      const body = await this.#readReply(request, signal);
-      if (ack) {
-        if (body.byteLength !== 8) {
-          throw new VhostUserFrontendError(`${name}: REPLY_ACK of ${body.byteLength} bytes`);
-        }
-        const status = decodeU64(body);
-        if (status !== 0n) {
-          throw new VhostUserFrontendError(`the back-end refused ${name} (status ${status})`);
-        }
-        return null;
+      body = await this.#readReply(request, signal);
+      if (ack && body.byteLength !== 8) {
+        throw new VhostUserFrontendError(`${name}: REPLY_ACK of ${body.byteLength} bytes`);
       }
-      return body;
     } catch (e) {
+      // A late or malformed reply would be read as the answer to a later request: the
+      // stream cannot be trusted any more, so the connection ends here.
+      this.close();
       if (e instanceof VhostUserFrontendError) throw e;
       if (signal.aborted) {
         throw new VhostUserFrontendError(
@@ -332,6 +328,15 @@ export class VhostUserFrontend {
         `${this.path}: ${name}: ${e instanceof Error ? e.message : String(e)}`,
       );
     }
+    if (ack) {
+      // A refusal leaves the stream intact: the connection stays usable.
+      const status = decodeU64(body);
+      if (status !== 0n) {
+        throw new VhostUserFrontendError(`the back-end refused ${name} (status ${status})`);
+      }
+      return null;
+    }
+    return body;
   }
 
   /**
