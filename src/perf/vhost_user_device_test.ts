@@ -17,7 +17,10 @@ import type { Reactor } from "../reactor/reactor.ts";
 
 const BLOCKS = 8192; // 4 MiB of 512-byte blocks
 
-async function withBackend(fn: (path: string, reactor: Reactor) => Promise<void>) {
+async function withBackend(
+  fn: (path: string, reactor: Reactor) => Promise<void>,
+  readOnly = false,
+) {
   const dir = await Deno.makeTempDir({ prefix: "sluice-vhost-perf-dev-" });
   const r = await startReactor();
   const bdevs = new BdevRegistry();
@@ -31,7 +34,7 @@ async function withBackend(fn: (path: string, reactor: Reactor) => Promise<void>
         reactor: r.thread,
         bdevName: "M0",
         numQueues: 2,
-        readOnly: false,
+        readOnly,
         log: () => {},
       }),
     () => {},
@@ -156,4 +159,37 @@ Deno.test("vhost perf device: job and device allocate nothing per I/O (V8 GC tra
     const n = await gcEvents(pattern as string, mode as string);
     assert(n <= 1, `${pattern} ${mode}: ${n} GC events in 1M I/Os (control: ${control})`);
   }
+});
+
+Deno.test("vhost perf device: a read-only device takes reads and refuses a write workload", async () => {
+  await withBackend(async (path, reactor) => {
+    await assertRejects(
+      () =>
+        openVhostPerf({
+          path,
+          queues: 1,
+          depth: 4,
+          ioSize: 4096,
+          verify: false,
+          writes: true,
+          reactor,
+        }),
+      VhostUserFrontendError,
+      "read-only (VIRTIO_BLK_F_RO)",
+    );
+    const s = await openVhostPerf({
+      path,
+      queues: 1,
+      depth: 4,
+      ioSize: 4096,
+      verify: false,
+      writes: false,
+      reactor,
+    });
+    try {
+      assert(s.info.readOnly);
+    } finally {
+      await s.close();
+    }
+  }, true);
 });
