@@ -277,6 +277,16 @@ export class VhostUserPerfDevice implements PerfDevice {
     if (this.#lost) return 0;
     const v = this.#v;
     const usedIdx = v.getUint16(this.#usedOff + 2, true);
+    // used.idx may move by at most the requests outstanding: anything else (an index moved
+    // back, or far ahead) would have us read stale entries as completions.
+    const fresh = (usedIdx - this.#lastUsed) & 0xffff;
+    if (fresh > this.#outstanding) {
+      this.#lose(
+        `the back-end moved used.idx from ${this.#lastUsed} to ${usedIdx} with only ` +
+          `${this.#outstanding} request(s) outstanding`,
+      );
+      return 0;
+    }
     let work = 0;
     while (this.#lastUsed !== usedIdx) {
       const e = this.#usedOff + 4 + 8 * (this.#lastUsed % this.#size);

@@ -10,7 +10,14 @@ import { BdevRegistry } from "../bdev/mod.ts";
 import { createMallocBdev } from "../bdev_modules/malloc/malloc.ts";
 import { VhostBlkBackend } from "../vhost_user/blk_backend.ts";
 import { VhostUserServer } from "../vhost_user/server.ts";
-import { VhostUserFrontendError } from "../vhost_user/frontend.ts";
+import {
+  FrontendMemory,
+  splitRingBytes,
+  splitRingLayout,
+  VhostUserFrontendError,
+} from "../vhost_user/frontend.ts";
+import { close, eventfd } from "../../ffi/libc.ts";
+import { VhostUserPerfDevice } from "./vhost_user_device.ts";
 import { PerfJob } from "./perf.ts";
 import { openVhostPerf } from "./vhost_user_perf.ts";
 import type { Reactor } from "../reactor/reactor.ts";
@@ -192,4 +199,47 @@ Deno.test("vhost perf device: a read-only device takes reads and refuses a write
       await s.close();
     }
   }, true);
+});
+
+Deno.test("vhost perf device: a used.idx that moves back or past the requests outstanding ends the run, no flood", () => {
+  for (const bad of [5, 0xffff]) {
+    const depth = 4;
+    const size = VhostUserPerfDevice.queueSize(depth, false);
+    const ring = splitRingBytes(size);
+    const mem = FrontendMemory.create(ring + 4096 + depth * 4096);
+    const kick = eventfd();
+    const reactor = { ioInFlight: 0 };
+    try {
+      const layout = splitRingLayout(0, size);
+      const dev = new VhostUserPerfDevice({
+        memory: mem,
+        layout,
+        scratchGpa: ring,
+        kickFd: kick,
+        eventIdx: true,
+        indirect: false,
+        blockSize: 512,
+        numBlocks: 1024,
+        jobDepth: depth,
+        reactor,
+      });
+      const done: [number, boolean][] = [];
+      let lost = "";
+      dev.onDone = (slot, ok) => done.push([slot, ok]);
+      dev.onLost = (why) => (lost = why);
+      const buf = (s: number) => mem.bytes.subarray(ring + 4096 + s * 4096, ring + 8192 + s * 4096);
+      dev.submit(0, false, 0, 8, buf(0));
+      dev.submit(1, true, 8, 8, buf(1));
+      assertEquals(dev.poll(), 0);
+      // A device writes used.idx = `bad` with two requests out.
+      mem.view.setUint16(layout.usedAddr + 2, bad, true);
+      assertEquals(dev.poll(), 0);
+      assert(lost.includes(`moved used.idx from 0 to ${bad} with only 2 request(s)`), lost);
+      assertEquals(done, [[0, false], [1, false]]);
+      assertEquals([dev.outstanding, reactor.ioInFlight], [0, 0]);
+    } finally {
+      close(kick);
+      mem.close();
+    }
+  }
 });
