@@ -243,3 +243,47 @@ Deno.test("vhost perf device: a used.idx that moves back or past the requests ou
     }
   }
 });
+
+Deno.test("vhost perf device: a 16-bit index through a Uint16Array is never torn across processes; through a DataView it is", async () => {
+  // Why the device keeps the ring indices in a Uint16Array: V8's DataView moves the two
+  // bytes of a 16-bit value separately in its builtins (unoptimized code: the control,
+  // run with --jitless to make it certain), so a process on the other side can read one
+  // byte old and one new.
+  const script = new URL("./testdata/torn_index.ts", import.meta.url).pathname;
+  async function torn(
+    how: string,
+    flags: string[],
+  ): Promise<{ reads: number; seen: number; torn: number }> {
+    const writer = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", ...flags, script, "w", how, "-", "2"],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const reader = writer.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let path = "";
+    while (!path.includes("\n")) {
+      const r = await reader.read();
+      if (r.done) break;
+      path += r.value;
+    }
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", ...flags, script, "r", how, path.trim(), "1"],
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
+    await reader.cancel();
+    assert((await writer.status).success, "writer failed");
+    assert(out.success, "reader failed");
+    return JSON.parse(new TextDecoder().decode(out.stdout));
+  }
+  const control = await torn("dataview", ["--v8-flags=--jitless"]);
+  assert(
+    control.seen > 1000 && control.torn > 0,
+    `the control saw no torn value: ${JSON.stringify(control)}`,
+  );
+  for (const flags of [[], ["--v8-flags=--jitless"]]) {
+    const r = await torn("u16", flags);
+    assert(r.seen > 1000, `the reader saw no writes: ${JSON.stringify(r)}`);
+    assertEquals(r.torn, 0, `torn Uint16Array reads ${flags.join(" ")}: ${JSON.stringify(r)}`);
+  }
+});
