@@ -11,6 +11,10 @@
  * In vhost-user mode sluice is the guest: it shares memory with the
  * back-end, lays out virtqueues and drives virtio-blk requests on them
  * (src/perf/vhost_user_perf.ts), polling the used rings on the reactor.
+ * Diagnostics (stderr): SLUICE_PERF_STATS=1 prints kicks sent and skipped
+ * per queue, and the stalls (1 ms with nothing completed, after which a kick
+ * is sent again: a busy or descheduled back-end, or a lost notification); SLUICE_PERF_NO_EVENT_IDX=1 leaves VIRTIO_F_EVENT_IDX out of the
+ * negotiation (kicks then follow VIRTQ_USED_F_NO_NOTIFY).
  *
  * The last line of stdout is always the `Total:` line; the exit status is
  * 1 when any I/O failed or read back wrong, 2 for a usage error.
@@ -330,6 +334,7 @@ async function runVhost(o: PerfOptions): Promise<number> {
         verify: w.verify,
         writes: w.pattern !== "read" && w.pattern !== "randread",
         reactor,
+        eventIdx: Deno.env.get("SLUICE_PERF_NO_EVENT_IDX") !== "1",
       }),
       CONNECT_TIMEOUT_MS,
       `${path} did not set the device up within ${CONNECT_TIMEOUT_MS / 1000} s`,
@@ -370,9 +375,18 @@ async function runVhost(o: PerfOptions): Promise<number> {
       pollers.push(name);
     }
 
+    // A back-end that goes away ends the run at once: its I/Os will never complete.
+    s.lost.then((reason) => {
+      if (reason === null) return;
+      for (const d of s.devices) d.abandon(reason);
+    });
     Deno.addSignalListener("SIGINT", stopSignal);
     signalHooked = true;
     const runs = Promise.all(jobs.map((j) => j.run()));
+    // The reactor had nothing to do during the set-up and may be parked in the kernel: no
+    // CQE will end that park (completions are polled), so wake it now, or the first I/Os
+    // wait for its park timeout (1 s).
+    reactor.wake();
     const watchdog = setTimeout(() => {
       const left = jobs.reduce((n, j) => n + j.inFlight, 0);
       console.error(
@@ -406,17 +420,17 @@ async function runVhost(o: PerfOptions): Promise<number> {
           `sluice perf: queue ${i + 1}: ${r.verifyErrors} read(s) did not return what was written`,
         );
       }
-      if (dev !== undefined && dev.stallKicks > 0) {
+      if (dev !== undefined && dev.lostNotifications > 0) {
         console.error(
-          `sluice perf: queue ${i + 1}: ${dev.stallKicks} time(s) nothing completed for 1 ms ` +
-            "with I/Os outstanding, and a kick was sent again (a busy or descheduled back-end, " +
-            "or a lost notification)",
+          `sluice perf: queue ${i + 1}: the back-end missed ${dev.lostNotifications} ` +
+            "notification(s): it asked for a kick (avail_event) at an index this run published " +
+            "without one, and went quiet until the next kick, sent after 1 ms without progress",
         );
       }
       if (dev !== undefined && Deno.env.get("SLUICE_PERF_STATS") === "1") {
         console.error(
           `sluice perf: queue ${i + 1}: kicks ${dev.kicks}, skipped ${dev.kicksSkipped}, ` +
-            `stall kicks ${dev.stallKicks}`,
+            `stall kicks ${dev.stallKicks} (lost notifications among them: ${dev.lostNotifications})`,
         );
       }
     }

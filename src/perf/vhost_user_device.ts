@@ -94,9 +94,31 @@ export class VhostUserPerfDevice implements PerfDevice {
   kicks = 0;
   kicksSkipped = 0;
   stallKicks = 0;
+  /**
+   * Stalls where the device's avail_event asked for a kick at an index this
+   * driver published without kicking: the device went to sleep on a ring with
+   * work, a notification lost in the avail_event handshake (EVENT_IDX only).
+   * The other stalls had their kick: the device was busy or not running.
+   * Exact for a device that moves avail_event only when it finds the ring
+   * empty (sluice's); one that moves it on every pop (libvhost-user) and is
+   * descheduled mid-batch is counted here too.
+   */
+  lostNotifications = 0;
   readonly #mem: FrontendMemory;
   readonly #v: DataView;
   readonly #bytes: Uint8Array;
+  /**
+   * The ring indices the device reads or writes while we do (avail.idx, used.idx,
+   * used_event, avail_event, the flags) go through this array: a typed-array element is
+   * one 16-bit load or store, where V8's DataView.getUint16/setUint16 may move the two
+   * bytes separately and another process then sees a torn index (measured: ~1 in 10^6
+   * reads of a counter stepping 0x00ff <-> 0x0100, far more in unoptimized code).
+   */
+  readonly #u16: Uint16Array;
+  readonly #availIdxAt: number;
+  readonly #usedIdxAt: number;
+  readonly #usedEventAt: number;
+  readonly #availEventAt: number;
   readonly #size: number;
   readonly #availOff: number;
   readonly #usedOff: number;
@@ -114,6 +136,8 @@ export class VhostUserPerfDevice implements PerfDevice {
   readonly #reactor: { ioInFlight: number };
   #availIdx = 0;
   #kickedIdx = 0;
+  /** avail.idx when a kick was last written. */
+  #lastKickAt = 0;
   #lastUsed = 0;
   #kickPending = false;
   #outstanding = 0;
@@ -122,8 +146,11 @@ export class VhostUserPerfDevice implements PerfDevice {
    * array so the double is not boxed. */
   readonly #progressMs = new Float64Array([-1]);
   #lost = false;
-  /** A store-load fence: Atomics read-modify-write ops are locked instructions on x86. */
-  readonly #fence = new Int32Array(1);
+  /**
+   * A store-load fence: an Atomics read-modify-write on shared memory is a locked
+   * instruction on x86, which orders the avail.idx store before the avail_event load.
+   */
+  readonly #fence = new Int32Array(new SharedArrayBuffer(4));
 
   /** Scratch bytes a device of `depth` slots needs (16-aligned). */
   static scratchBytes(depth: number): number {
@@ -156,6 +183,15 @@ export class VhostUserPerfDevice implements PerfDevice {
     const off = (gpa: number) => gpa - o.memory.gpaBase;
     this.#availOff = off(l.availAddr);
     this.#usedOff = off(l.usedAddr);
+    const b = o.memory.bytes;
+    if (b.byteOffset % 2 !== 0 || this.#availOff % 2 !== 0 || this.#usedOff % 4 !== 0) {
+      throw new RangeError("the rings must be aligned (avail to 2 bytes, used to 4)");
+    }
+    this.#u16 = new Uint16Array(b.buffer, b.byteOffset, b.byteLength >> 1);
+    this.#availIdxAt = (this.#availOff + 2) >> 1;
+    this.#usedIdxAt = (this.#usedOff + 2) >> 1;
+    this.#usedEventAt = (this.#availOff + 4 + 2 * l.size) >> 1;
+    this.#availEventAt = (this.#usedOff + 4 + 8 * l.size) >> 1;
     this.#hdrOff = off(o.scratchGpa);
     this.#statusOff = this.#hdrOff + o.jobDepth * VIRTIO_BLK_HEADER_BYTES;
     const tablesOff = this.#hdrOff +
@@ -207,7 +243,7 @@ export class VhostUserPerfDevice implements PerfDevice {
     }
     // Completions are polled: ask for no calls.
     if (this.#eventIdx) this.#setUsedEvent();
-    else v.setUint16(this.#availOff, VIRTQ_AVAIL_F_NO_INTERRUPT, true);
+    else this.#u16[this.#availOff >> 1] = VIRTQ_AVAIL_F_NO_INTERRUPT;
   }
 
   /** I/Os published and not yet used. */
@@ -244,10 +280,10 @@ export class VhostUserPerfDevice implements PerfDevice {
     v.setUint32(d + 8, numBlocks * this.blockSize, true);
     v.setUint16(d + 12, write ? VIRTQ_DESC_F_NEXT : VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, true);
     const head = this.#indirect ? slot : slot * DESCS_PER_REQUEST;
-    v.setUint16(this.#availOff + 4 + 2 * (this.#availIdx % this.#size), head, true);
+    this.#u16[(this.#availOff + 4 >> 1) + this.#availIdx % this.#size] = head;
     // x86 keeps stores in order: the ring entry and descriptors are visible before the index.
     this.#availIdx = (this.#availIdx + 1) & 0xffff;
-    v.setUint16(this.#availOff + 2, this.#availIdx, true);
+    this.#u16[this.#availIdxAt] = this.#availIdx;
     this.#inFlight[slot] = 1;
     this.#outstanding++;
     this.#reactor.ioInFlight++;
@@ -261,7 +297,17 @@ export class VhostUserPerfDevice implements PerfDevice {
   readonly poll = (): number => {
     if (this.#lost) return 0;
     const v = this.#v;
-    const usedIdx = v.getUint16(this.#usedOff + 2, true);
+    const usedIdx = this.#u16[this.#usedIdxAt] as number;
+    // used.idx may move by at most the requests outstanding: anything else (an index moved
+    // back, or far ahead) would have us read stale entries as completions.
+    const fresh = (usedIdx - this.#lastUsed) & 0xffff;
+    if (fresh > this.#outstanding) {
+      this.#lose(
+        `the back-end moved used.idx from ${this.#lastUsed} to ${usedIdx} with only ` +
+          `${this.#outstanding} request(s) outstanding`,
+      );
+      return 0;
+    }
     let work = 0;
     while (this.#lastUsed !== usedIdx) {
       const e = this.#usedOff + 4 + 8 * (this.#lastUsed % this.#size);
@@ -305,38 +351,44 @@ export class VhostUserPerfDevice implements PerfDevice {
     else if (now - since >= STALL_MS) {
       this.#progressMs[0] = now;
       this.stallKicks++;
+      if (this.#eventIdx) {
+        const event = this.#u16[this.#availEventAt] as number;
+        // event in [lastKickAt, availIdx): published after the last kick, asked for, not sent.
+        if (
+          ((event - this.#lastKickAt) & 0xffff) < ((this.#availIdx - this.#lastKickAt) & 0xffff)
+        ) {
+          this.lostNotifications++;
+        }
+      }
+      this.#lastKickAt = this.#availIdx;
       sym.write(this.#kickFd, ONE, 8n);
     }
   }
 
   #kick(): void {
     this.#kickPending = false;
-    const v = this.#v;
     // The index store must be visible before avail_event / used.flags is read (virtio_mb).
     Atomics.add(this.#fence, 0, 1);
     let need: boolean;
     if (this.#eventIdx) {
-      const event = v.getUint16(this.#usedOff + 4 + 8 * this.#size, true);
+      const event = this.#u16[this.#availEventAt] as number;
       // vring_need_event: did avail.idx move past avail_event since the last kick?
       need =
         ((this.#availIdx - event - 1) & 0xffff) < ((this.#availIdx - this.#kickedIdx) & 0xffff);
     } else {
-      need = (v.getUint16(this.#usedOff, true) & VIRTQ_USED_F_NO_NOTIFY) === 0;
+      need = ((this.#u16[this.#usedOff >> 1] as number) & VIRTQ_USED_F_NO_NOTIFY) === 0;
     }
     this.#kickedIdx = this.#availIdx;
     if (need) {
       this.kicks++;
+      this.#lastKickAt = this.#availIdx;
       sym.write(this.#kickFd, ONE, 8n);
     } else this.kicksSkipped++;
   }
 
   /** used_event half a ring of indices ahead: the device will not reach it before we move it. */
   #setUsedEvent(): void {
-    this.#v.setUint16(
-      this.#availOff + 4 + 2 * this.#size,
-      (this.#lastUsed + 0x8000) & 0xffff,
-      true,
-    );
+    this.#u16[this.#usedEventAt] = (this.#lastUsed + 0x8000) & 0xffff;
   }
 
   /** Ends every outstanding I/O with an error (the back-end went away or broke the ring). */

@@ -50,6 +50,8 @@ export interface VhostPerfSession {
   devices: VhostUserPerfDevice[];
   /** Per queue, the job's buffers in guest memory (`depth` of `ioSize` bytes, in slot order). */
   buffers: Uint8Array[][];
+  /** Resolves with a reason if the back-end goes away before {@link close}. */
+  lost: Promise<string | null>;
   /**
    * Stops every ring with GET_VRING_BASE (returns, per queue, the back-end's
    * base and the driver's avail index, which match after a clean drain),
@@ -177,7 +179,10 @@ export async function openVhostPerf(o: VhostPerfOptions): Promise<VhostPerfSessi
       buffers.push(bufs);
     }
     const mem = memory;
+    const watching = new AbortController();
+    const lost = fe.watchClose(watching.signal);
     return {
+      lost,
       frontend: fe,
       memory: mem,
       info: {
@@ -193,7 +198,10 @@ export async function openVhostPerf(o: VhostPerfOptions): Promise<VhostPerfSessi
       buffers,
       async close() {
         const out: { base: number; avail: number }[] = [];
+        watching.abort();
+        const gone = await lost;
         try {
+          if (gone !== null) throw new VhostUserFrontendError(`${o.path}: ${gone}`);
           for (const [i, d] of devices.entries()) {
             out.push({ base: await fe.getVringBase(i), avail: d.availIdx });
           }

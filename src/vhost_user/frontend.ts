@@ -13,6 +13,24 @@
  * rings over that memory).
  *
  * Control path only: the socket calls are async and allocate freely.
+ *
+ * @example A guest's view of one queue, with raw ring access (as frontend_test.ts does)
+ * ```ts
+ * const mem = FrontendMemory.create(1 << 20, 0x10_0000);
+ * const fe = VhostUserFrontend.connect("/var/run/sluice/vhost.0.sock");
+ * await fe.negotiate(featureMask(VIRTIO_F_VERSION_1, VIRTIO_F_EVENT_IDX));
+ * await fe.setMemTable([mem]);
+ * const driver = new VirtioDriver({
+ *   queueSize: 16, bytes: mem.bytes, gpaBase: mem.gpaBase, uva: mem.uva, eventIdx: true,
+ * });
+ * await fe.setupQueue(0, mem, driver); // its descAddr/availAddr/usedAddr/size are a RingLayout
+ * driver.addLoop(); // or any raw descriptors: driver.writeDesc(...), driver.publish(...)
+ * fe.kick(0);
+ * // ... read driver.usedIdx(), then:
+ * await fe.getVringBase(0);
+ * fe.close();
+ * mem.close();
+ * ```
  * @module
  */
 import { close, eventfd, sym } from "../../ffi/libc.ts";
@@ -288,22 +306,18 @@ export class VhostUserFrontend {
     const msg = encodeMessage(request, payload, ack ? VHOST_USER_NEED_REPLY_MASK : 0);
     const signal = AbortSignal.timeout(this.#timeoutMs);
     const name = requestName(request) ?? `request ${request}`;
+    let body: Uint8Array;
     try {
       await this.#sock.sendMsg(msg, fds, { signal });
       if (!reply && !ack) return null;
-      const body = await this.#readReply(request, signal);
-      if (ack) {
-        if (body.byteLength !== 8) {
-          throw new VhostUserFrontendError(`${name}: REPLY_ACK of ${body.byteLength} bytes`);
-        }
-        const status = decodeU64(body);
-        if (status !== 0n) {
-          throw new VhostUserFrontendError(`the back-end refused ${name} (status ${status})`);
-        }
-        return null;
+      body = await this.#readReply(request, signal);
+      if (ack && body.byteLength !== 8) {
+        throw new VhostUserFrontendError(`${name}: REPLY_ACK of ${body.byteLength} bytes`);
       }
-      return body;
     } catch (e) {
+      // A late or malformed reply would be read as the answer to a later request: the
+      // stream cannot be trusted any more, so the connection ends here.
+      this.close();
       if (e instanceof VhostUserFrontendError) throw e;
       if (signal.aborted) {
         throw new VhostUserFrontendError(
@@ -313,6 +327,41 @@ export class VhostUserFrontend {
       throw new VhostUserFrontendError(
         `${this.path}: ${name}: ${e instanceof Error ? e.message : String(e)}`,
       );
+    }
+    if (ack) {
+      // A refusal leaves the stream intact: the connection stays usable.
+      const status = decodeU64(body);
+      if (status !== 0n) {
+        throw new VhostUserFrontendError(`the back-end refused ${name} (status ${status})`);
+      }
+      return null;
+    }
+    return body;
+  }
+
+  /**
+   * Resolves with a reason when the back-end closes the connection (or it
+   * fails), for a caller that sends nothing for a while (a perf run) and
+   * wants to know at once. Anything the back-end sends meanwhile is kept for
+   * the next reply. Stop watching with `signal` before sending a request:
+   * the watch then resolves with null.
+   */
+  async watchClose(signal: AbortSignal): Promise<string | null> {
+    const buf = new Uint8Array(4096);
+    try {
+      for (;;) {
+        await this.#sock.readable({ signal });
+        const r = this.#sock.tryRecvMsg(buf, 0);
+        if (r === null) continue;
+        if (r.bytes === 0) return "the back-end closed the connection";
+        const joined = new Uint8Array(this.#rx.byteLength + r.bytes);
+        joined.set(this.#rx);
+        joined.set(buf.subarray(0, r.bytes), this.#rx.byteLength);
+        this.#rx = joined;
+      }
+    } catch (e) {
+      if (signal.aborted || this.#closed) return null;
+      return `the connection failed: ${e instanceof Error ? e.message : String(e)}`;
     }
   }
 

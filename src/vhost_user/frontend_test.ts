@@ -29,10 +29,15 @@ import {
   VhostUserFrontendError,
 } from "./frontend.ts";
 import {
+  encodeMessage,
+  encodeU64,
   featureBit,
   VHOST_USER_F_PROTOCOL_FEATURES,
+  VHOST_USER_REPLY_MASK,
   VhostUserProtocolFeature,
+  VhostUserRequest,
 } from "./messages.ts";
+import { UnixSocket } from "../../ffi/unix_socket.ts";
 
 const BLOCKS = 2048;
 
@@ -191,6 +196,44 @@ Deno.test("front-end: a refused request (REPLY_ACK) rejects naming it", async ()
     fe.close();
     await r.stop();
     mem.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("front-end: a silent back-end and a wrong reply are errors that end the connection", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-frontend-" });
+  const listener = UnixSocket.listen(`${dir}/fake.sock`);
+  const peers: UnixSocket[] = [];
+  try {
+    // Silent: the request is read and never answered.
+    const silent = VhostUserFrontend.connect(`${dir}/fake.sock`, { replyTimeoutMs: 100 });
+    peers.push(await listener.accept());
+    await assertRejects(
+      () => silent.getFeatures(),
+      VhostUserFrontendError,
+      "no reply to GET_FEATURES within 100 ms",
+    );
+    await assertRejects(() => silent.getFeatures(), VhostUserFrontendError, "connection closed");
+
+    // Wrong: a reply to another request.
+    const wrong = VhostUserFrontend.connect(`${dir}/fake.sock`);
+    const peer = await listener.accept();
+    peers.push(peer);
+    const asked = wrong.getProtocolFeatures();
+    const buf = new Uint8Array(64);
+    await peer.recvMsg(buf);
+    await peer.sendMsg(
+      encodeMessage(VhostUserRequest.GET_FEATURES, encodeU64(1n), VHOST_USER_REPLY_MASK),
+    );
+    await assertRejects(
+      () => asked,
+      VhostUserFrontendError,
+      "expected the reply to GET_PROTOCOL_FEATURES",
+    );
+    await assertRejects(() => wrong.getFeatures(), VhostUserFrontendError, "connection closed");
+  } finally {
+    for (const p of peers) p.close();
+    listener.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

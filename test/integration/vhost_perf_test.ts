@@ -113,3 +113,35 @@ Deno.test("vhost perf: verified writes, reads and a mix over vhost-user against 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("vhost perf: the back-end going away mid-run ends the run at once with errors and says why", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-vhost-perf-" });
+  const socket = `${dir}/vhost.0.sock`;
+  const backend = await startBackend(dir, socket);
+  let stopped = false;
+  try {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", MAIN, "perf", "-r", `trtype:vhost-user path:${socket}`, "-q", "16"]
+        .concat(["-o", "4096", "-w", "randrw", "-t", "120"]),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const out = child.output();
+    // Let I/O start, then take the back-end away.
+    await new Promise((r) => setTimeout(r, 1500));
+    assertEquals(await backend.stop(), 0);
+    stopped = true;
+    const run = await out;
+    const stdout = dec.decode(run.stdout);
+    const stderr = dec.decode(run.stderr);
+    assertEquals(run.code, 1, `${stdout}\n${stderr}`);
+    assert(stderr.includes("the back-end closed the connection"), stderr);
+    const m = TOTAL.exec(stdout.trim().split("\n").pop() ?? "");
+    assert(m !== null, stdout);
+    assert(Number(m[1]) > 0, stdout);
+  } finally {
+    if (!stopped) await backend.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
