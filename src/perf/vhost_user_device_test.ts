@@ -276,11 +276,15 @@ Deno.test("vhost perf device: a 16-bit index through a Uint16Array is never torn
     assert(out.success, "reader failed");
     return JSON.parse(new TextDecoder().decode(out.stdout));
   }
+  // The control shows the hazard is real, but it needs the two processes to run at the same
+  // time on two cores: on a busy machine it may see nothing, which proves nothing either way.
   const control = await torn("dataview", ["--v8-flags=--jitless"]);
-  assert(
-    control.seen > 1000 && control.torn > 0,
-    `the control saw no torn value: ${JSON.stringify(control)}`,
-  );
+  assert(control.seen > 1000, `the control reader saw no writes: ${JSON.stringify(control)}`);
+  if (control.torn === 0) {
+    console.log(
+      `torn-index control saw no torn DataView read this time: ${JSON.stringify(control)}`,
+    );
+  }
   for (const flags of [[], ["--v8-flags=--jitless"]]) {
     const r = await torn("u16", flags);
     assert(r.seen > 1000, `the reader saw no writes: ${JSON.stringify(r)}`);

@@ -75,6 +75,8 @@ export class VirtioDriver {
   readonly eventIdx: boolean;
   readonly indirectDesc: boolean;
   readonly #view: DataView;
+  /** The memory as 16-bit words (when it starts 2-aligned), for #set16 / #get16. */
+  readonly #u16: Uint16Array | null;
   #heap: number;
   #nextDesc = 0;
   #availIdx = 0;
@@ -87,6 +89,9 @@ export class VirtioDriver {
     this.bytes = o.bytes ?? new Uint8Array(memoryBytes);
     this.bytes.fill(0);
     this.#view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
+    this.#u16 = this.bytes.byteOffset % 2 === 0
+      ? new Uint16Array(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength >>> 1)
+      : null;
     this.memory = new GuestMemory([{
       gpa: this.gpaBase,
       size: memoryBytes,
@@ -128,6 +133,21 @@ export class VirtioDriver {
   /** Frees the whole heap (rings stay). */
   resetHeap(): void {
     this.#heap = Math.ceil((this.usedAddr + 6 + 8 * this.size) / 4096) * 4096;
+  }
+
+  /**
+   * The ring indices and flags a device in another process reads or writes
+   * concurrently: one aligned 16-bit access (a DataView access may be two
+   * byte accesses, and the other side would see a torn value).
+   */
+  #set16(off: number, v: number): void {
+    if (this.#u16 !== null && off % 2 === 0) this.#u16[off >>> 1] = v;
+    else this.#view.setUint16(off, v, true);
+  }
+
+  #get16(off: number): number {
+    if (this.#u16 !== null && off % 2 === 0) return this.#u16[off >>> 1] as number;
+    return this.#view.getUint16(off, true);
   }
 
   #off(gpa: number): number {
@@ -232,7 +252,7 @@ export class VirtioDriver {
 
   /** Writes avail.idx raw (hostile tests may jump it). */
   setAvailIdx(idx: number): void {
-    this.#view.setUint16(this.#off(this.availAddr) + 2, idx & 0xffff, true);
+    this.#set16(this.#off(this.availAddr) + 2, idx & 0xffff);
   }
 
   /** The driver's available index. */
@@ -242,27 +262,27 @@ export class VirtioDriver {
 
   /** Writes avail.flags (VIRTQ_AVAIL_F_NO_INTERRUPT). */
   setAvailFlags(flags: number): void {
-    this.#view.setUint16(this.#off(this.availAddr), flags, true);
+    this.#set16(this.#off(this.availAddr), flags);
   }
 
   /** Writes used_event (the avail ring's trailing field). */
   setUsedEvent(idx: number): void {
-    this.#view.setUint16(this.#off(this.availAddr) + 4 + 2 * this.size, idx & 0xffff, true);
+    this.#set16(this.#off(this.availAddr) + 4 + 2 * this.size, idx & 0xffff);
   }
 
   /** Reads avail_event (the used ring's trailing field). */
   availEvent(): number {
-    return this.#view.getUint16(this.#off(this.usedAddr) + 4 + 8 * this.size, true);
+    return this.#get16(this.#off(this.usedAddr) + 4 + 8 * this.size);
   }
 
   /** Reads used.flags. */
   usedFlags(): number {
-    return this.#view.getUint16(this.#off(this.usedAddr), true);
+    return this.#get16(this.#off(this.usedAddr));
   }
 
   /** Reads used.idx. */
   usedIdx(): number {
-    return this.#view.getUint16(this.#off(this.usedAddr) + 2, true);
+    return this.#get16(this.#off(this.usedAddr) + 2);
   }
 
   /** Reads the used elements published since the last call. */

@@ -143,8 +143,6 @@ export class SplitVirtqueue {
   readonly #mask: number;
   readonly #desc: DataView;
   readonly #descOff: number;
-  readonly #avail: DataView;
-  readonly #availOff: number;
   readonly #used: DataView;
   readonly #usedOff: number;
   #lastAvail: number;
@@ -161,6 +159,16 @@ export class SplitVirtqueue {
   readonly #indirectStamp: Uint32Array;
   #gen = 0;
   readonly #at = new GuestAddress();
+  /**
+   * The 16-bit ring fields the driver and the device write concurrently, as
+   * Uint16Array elements: one aligned 16-bit load or store each. A DataView
+   * access may be compiled to two byte accesses, and the other side then sees
+   * a torn index (measured: bench/../src/perf/testdata/torn_index.ts). Avail:
+   * [flags, idx, ring[size], used_event]; used: [flags, idx]; avail_event.
+   */
+  readonly #avail16: Uint16Array;
+  readonly #used16: Uint16Array;
+  readonly #availEvent16: Uint16Array;
 
   private constructor(
     c: SplitVirtqueueConfig,
@@ -175,12 +183,22 @@ export class SplitVirtqueue {
     this.memory = c.memory;
     this.#desc = c.memory.view(desc.region);
     this.#descOff = desc.offset;
-    this.#avail = c.memory.view(avail.region);
-    this.#availOff = avail.offset;
     this.#used = c.memory.view(used.region);
     this.#usedOff = used.offset;
+    const words = (region: number, off: number, n: number): Uint16Array => {
+      const b = c.memory.bytes(region);
+      // create() checked the ring alignment in guest memory; the mapping keeps it (page-aligned
+      // mmaps, even mmap offsets) unless a front-end sent an odd mmap_offset.
+      if ((b.byteOffset + off) % 2 !== 0) {
+        throw new VirtqueueError("queue-alignment", "A ring is not 2-byte aligned in our mapping");
+      }
+      return new Uint16Array(b.buffer, b.byteOffset + off, n);
+    };
+    this.#avail16 = words(avail.region, avail.offset, 3 + c.size);
+    this.#used16 = words(used.region, used.offset, 2);
+    this.#availEvent16 = words(used.region, used.offset + 4 + 8 * c.size, 1);
     this.#lastAvail = (c.lastAvailIdx ?? 0) & 0xffff;
-    this.#usedIdx = this.#used.getUint16(this.#usedOff + 2, true);
+    this.#usedIdx = this.#used16[1] as number;
     this.segGpa = new Float64Array(c.size);
     this.segLen = new Uint32Array(c.size);
     this.segWritable = new Uint8Array(c.size);
@@ -262,7 +280,7 @@ export class SplitVirtqueue {
     if (this.#broken) {
       throw new VirtqueueError("avail-idx", "The queue is broken by an earlier available index");
     }
-    const availIdx = this.#avail.getUint16(this.#availOff + 2, true);
+    const availIdx = this.#avail16[1] as number;
     // Read barrier here: the ring entry below is read after avail.idx (see the module note).
     const pending = (availIdx - this.#lastAvail) & 0xffff;
     if (pending === 0) return -1;
@@ -273,10 +291,7 @@ export class SplitVirtqueue {
         `Available index ${availIdx} is ${pending} entries past ${this.#lastAvail}, more than the queue size ${this.size}`,
       );
     }
-    const head = this.#avail.getUint16(
-      this.#availOff + 4 + 2 * (this.#lastAvail & this.#mask),
-      true,
-    );
+    const head = this.#avail16[2 + (this.#lastAvail & this.#mask)] as number;
     this.#lastAvail = (this.#lastAvail + 1) & 0xffff;
     if (head >= this.size) {
       throw new VirtqueueError(
@@ -449,7 +464,7 @@ export class SplitVirtqueue {
     this.#used.setUint32(entry + 4, len >>> 0, true);
     this.#usedIdx = (this.#usedIdx + 1) & 0xffff;
     // Write barrier here: the element is visible before the index (see the module note).
-    this.#used.setUint16(this.#usedOff + 2, this.#usedIdx, true);
+    this.#used16[1] = this.#usedIdx;
     const log = this.#usedLog;
     if (log !== null) {
       log.mark(this.#usedLogAddr + entry - this.#usedOff, 8);
@@ -483,10 +498,10 @@ export class SplitVirtqueue {
       this.#signalledUsed = now;
       this.#signalledUsedValid = true;
       if (!valid) return true;
-      const usedEvent = this.#avail.getUint16(this.#availOff + 4 + 2 * this.size, true);
+      const usedEvent = this.#avail16[2 + this.size] as number;
       return vringNeedEvent(usedEvent, now, old);
     }
-    const flags = this.#avail.getUint16(this.#availOff, true);
+    const flags = this.#avail16[0] as number;
     return (flags & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
   }
 
@@ -496,7 +511,7 @@ export class SplitVirtqueue {
    */
   setAvailEvent(idx: number): void {
     if (!this.eventIdx) return;
-    this.#used.setUint16(this.#usedOff + 4 + 8 * this.size, idx & 0xffff, true);
+    this.#availEvent16[0] = idx & 0xffff;
     // avail_event must be visible before the caller re-reads avail.idx (see the module note).
     fullFence();
     this.#usedLog?.mark(this.#usedLogAddr + 4 + 8 * this.size, 2);
@@ -504,7 +519,7 @@ export class SplitVirtqueue {
 
   /** Sets or clears VIRTQ_USED_F_NO_NOTIFY (ignored by drivers under EVENT_IDX). */
   setNoNotify(on: boolean): void {
-    this.#used.setUint16(this.#usedOff, on ? VIRTQ_USED_F_NO_NOTIFY : 0, true);
+    this.#used16[0] = on ? VIRTQ_USED_F_NO_NOTIFY : 0;
     this.#usedLog?.mark(this.#usedLogAddr, 2);
   }
 }
