@@ -269,6 +269,14 @@ export class SplitVirtqueue {
   }
 
   /**
+   * True when the driver has made buffers available that were not taken yet:
+   * one 16-bit load, for polling between kicks.
+   */
+  hasAvail(): boolean {
+    return (this.#avail16[1] as number) !== this.#lastAvail;
+  }
+
+  /**
    * Takes the next available chain: returns its head index, or -1 when the
    * ring is empty. Throws {@linkcode VirtqueueError} `"avail-idx"` when the
    * driver's index is more than a queue ahead (the queue is then `broken` and
