@@ -270,7 +270,7 @@ async function requireVfio(host: SetupHost, status: SetupStatus): Promise<void> 
   if (!(await isDir(`${host.sys}/bus/pci/drivers/vfio-pci`))) {
     throw new SetupError(
       "the vfio-pci driver is missing and modprobe vfio-pci failed: this kernel has no " +
-        "CONFIG_VFIO_PCI, or its modules are not installed (Debian: linux-image-*, not -cloud-)",
+        "CONFIG_VFIO_PCI, or its modules are not installed",
     );
   }
   // type1 is VFIO's IOMMU backend for x86; it is not loaded on demand.

@@ -73,6 +73,7 @@ Deno.test("vfio_lab: sluice setup binds an emulated NVMe to vfio-pci, Deno opens
     };
     const [addrA, addrB] = [nvmePciAddress(0), nvmePciAddress(1)];
 
+    assert.equal(get("DENO_TEST_RC"), "0", tail);
     assert.equal(get("BEFORE_DRIVER"), "nvme");
     assert.equal(get("HOST_TOKEN_BEFORE"), HOST_TOKEN);
     // Refusals: mounted (1, with the mount named), malformed address (2), not NVMe (1).

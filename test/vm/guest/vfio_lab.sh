@@ -22,6 +22,9 @@ printf %s "$GUEST_TOKEN" | dd of="$DEV_A" bs=4096 seek=$((GUEST_TOKEN_AT / 4096)
 
 mkfs.ext4 -q "$DEV_B" && mkdir -p /mnt/b && mount -t ext4 "$DEV_B" /mnt/b || { echo "mount failed"; exit 12; }
 
+echo "--- deno test runs sluice's unit tests in the guest (offline; type-checked on the host)"
+deno test -A --no-check "$SLUICE/appliance/setup_test.ts"; report "DENO_TEST_RC=$?"
+
 echo "--- bind of a mounted device must be refused"
 sluice setup bind "$B" 2>/tmp/err; report "BIND_MOUNTED_RC=$?"
 cat /tmp/err; grep -q "is mounted on /mnt/b" /tmp/err && report "BIND_MOUNTED_MSG=ok"
