@@ -77,31 +77,50 @@ async function guestSide(seconds: number, bdf: string): Promise<GuestReport> {
 }
 
 /**
- * sluice's driver on the same controller: bind it to vfio-pci, attach it as an nvme bdev and run
- * each workload with the bdev perf loop, then give the controller back to the kernel.
+ * sluice's driver on the same controller: `sluice setup bind` moves it to vfio-pci, an App
+ * attaches it as an nvme bdev through its RPC (bdev_nvme_attach_controller -t pcie -a BDF, as
+ * an operator would), and each workload runs in the bdev perf loop (bench/bdev_perf.ts) on the
+ * App's reactor; then the controller is detached and given back to the kernel.
  *
- * This needs src/nvme_vfio (issue 6, the driver). Until that lands here the column reports that
- * it is missing rather than a number.
+ * The driver (src/nvme_vfio, the nvme bdev module) is issue 6's other half: in a tree without
+ * it the RPC is unknown and the column says so instead of holding a number.
  */
 async function sluiceSide(
-  _seconds: number,
+  seconds: number,
   bdf: string,
 ): Promise<Record<string, Figures> | { unavailable: string }> {
-  const driver = new URL("../src/nvme_vfio/", import.meta.url);
-  try {
-    await Deno.stat(driver);
-  } catch {
-    return { unavailable: "sluice's NVMe driver (src/nvme_vfio) is not in this tree" };
-  }
+  const { App } = await import("../src/app.ts");
+  const { measureBdev } = await import("./bdev_perf.ts");
   const { bindVfio, unbindVfio } = await import("../appliance/setup.ts");
-  await bindVfio([bdf], undefined, (l) => console.error(l));
+  const app = new App(undefined, (m) => console.error(`sluice: ${m}`));
+  if (app.rpc.info("bdev_nvme_attach_controller") === undefined) {
+    return { unavailable: "this tree has no nvme bdev module (bdev_nvme_attach_controller)" };
+  }
+  const say = (l: string) => console.error(l);
+  await bindVfio([bdf], undefined, say);
+  app.start();
   try {
-    // TODO(issue 6, driver side): attach `bdf` as an nvme bdev (bdev_nvme_attach_controller
-    // -t pcie -a bdf) and, per workload, measureBdev({ registry, name: "Nvme0n1", rw, depth,
-    // seconds }) from bench/bdev_perf.ts; return the figures keyed like the kernel's.
-    return { unavailable: "src/nvme_vfio exists but the bench does not drive it yet" };
+    await app.call("bdev_nvme_attach_controller", { name: "Nvme0", trtype: "pcie", traddr: bdf });
+    const out: Record<string, Figures> = {};
+    for (const w of WORKLOADS) {
+      const r = await measureBdev({
+        registry: app.bdevs,
+        name: "Nvme0n1",
+        thread: app.reactor,
+        rw: w.rw,
+        depth: w.qd,
+        seconds,
+        ioSizeBytes: IO_BYTES,
+      });
+      if (r.errors > 0) throw new Error(`sluice nvme ${key(w)}: ${r.errors} I/Os failed`);
+      out[key(w)] = { iops: r.iops, meanUs: r.latencyUsMean, p99Us: r.latencyUsP99 };
+      console.error(`sluice nvme ${key(w)}: ${r.iops.toFixed(0)} IOPS`);
+    }
+    await app.call("bdev_nvme_detach_controller", { name: "Nvme0" });
+    return out;
   } finally {
-    await unbindVfio([bdf], undefined, (l) => console.error(l));
+    await app.shutdown();
+    await unbindVfio([bdf], undefined, say);
   }
 }
 
@@ -178,7 +197,8 @@ export function printReport(r: GuestReport, seconds: number): void {
     rows,
   );
   console.log(
-    "\nkernel nvme: fio --ioengine=io_uring --direct=1 on the guest's block device." +
+    "\nkernel nvme: fio --ioengine=io_uring --direct=1 on the guest's block device (latency: " +
+      "fio's clat, submission to completion)." +
       "\nsluice nvme: sluice's user-space driver over VFIO (vfio-pci, intel-iommu) on the same " +
       "controller." +
       ("unavailable" in r.sluice ? `\n  n/a: ${r.sluice.unavailable}.` : "") +
