@@ -15,7 +15,13 @@
  */
 import assert from "node:assert/strict";
 import { outputTail } from "./guest.ts";
-import { createDiskImage, nvmePciAddress, runVfioGuest } from "./vfio.ts";
+import {
+  createDiskImage,
+  nvmeAddresses,
+  nvmePciAddress,
+  runVfioGuest,
+  unplugNvme,
+} from "./vfio.ts";
 
 const HOST_TOKEN = "SLUICE-HOST-WROTE-THIS-BEFORE-BOOT";
 const HOST_TOKEN_AT = 1 << 20;
@@ -142,6 +148,47 @@ Deno.test("vfio_lab: sluice setup binds an emulated NVMe to vfio-pci, Deno opens
     const onHost = await Deno.readFile(a);
     const guestBytes = onHost.subarray(GUEST_TOKEN_AT, GUEST_TOKEN_AT + GUEST_TOKEN.length);
     assert.equal(new TextDecoder().decode(guestBytes), GUEST_TOKEN);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("vfio_lab: a hotpluggable controller on vfio-pci is removed from the running guest (device_del), and sluice setup no longer lists it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-vfio-unplug-" });
+  const qmp = `${dir}/qmp.sock`;
+  try {
+    const disks = [
+      { path: await createDiskImage(`${dir}/nvm0.img`, 64) },
+      { path: await createDiskImage(`${dir}/nvm1.img`, 64), hotpluggable: true },
+    ];
+    const [addrA, addrB] = nvmeAddresses(disks);
+    assert.equal(addrB, "0000:01:00.0");
+    let unplug: Promise<void> | null = null;
+    const r = await runVfioGuest({
+      name: "vfio-unplug",
+      disks,
+      tools: false,
+      qmp,
+      onLine: (line) => {
+        if (line.startsWith("READY_FOR_UNPLUG") && unplug === null) unplug = unplugNvme(qmp, 1);
+      },
+      script: new URL("./guest/vfio_unplug.sh", import.meta.url),
+      timeoutSec: 300,
+    });
+    const tail = outputTail(r.output, 40);
+    assert.ok(unplug !== null, `the guest never asked for the unplug:\n${tail}`);
+    await unplug;
+    assert.equal(r.exitCode, 0, tail);
+    const rep = parseReport(r.report);
+    assert.equal(rep.get("BIND_RC"), "0", tail);
+    assert.equal(rep.get("BOUND_DRIVER"), "vfio-pci", tail);
+    assert.equal(rep.get("GONE"), "1", tail);
+    assert.equal(rep.get("STATUS_RC"), "0", tail);
+    const status = JSON.parse(rep.get("STATUS") ?? "{}") as { devices: StatusDevice[] };
+    assert.deepEqual(status.devices.map((d) => [d.address, d.driver]), [[addrA, "nvme"]]);
+    // The address is gone: a clear error, not a crash.
+    assert.equal(rep.get("UNBIND_GONE_RC"), "1", tail);
+    assert.match(r.output, /sluice setup: no PCI device 0000:01:00\.0/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
