@@ -7,6 +7,7 @@
  *   controller to vfio-pci; `sluice setup status --json` shows vfio-pci and its IOMMU group;
  * - Deno opens /dev/vfio/vfio and /dev/vfio/<group>, sets the type1 IOMMU, gets the device fd,
  *   and reads the PCI vendor id and NVMe CAP/VS through it (guest/vfio_check.ts);
+ * - `sluice setup unbind` refuses while a process holds the VFIO group (the kernel would block);
  * - `sluice setup unbind` gives the controller back to the kernel's nvme driver: its namespace
  *   reappears, with the data the host wrote into the image before boot and the data the guest
  *   wrote through the kernel before binding (which the host then finds in its file).
@@ -136,6 +137,10 @@ Deno.test("vfio_lab: sluice setup binds an emulated NVMe to vfio-pci, Deno opens
     // VS is 1.x (QEMU 7.2 says 1.4).
     assert.ok((BigInt(`0x${check.cap}`) & 0xffffn) > 0n, `CAP ${check.cap}`);
     assert.equal(Number(`0x${check.vs}`) >>> 16, 1, `VS ${check.vs}`);
+
+    // A process holding the group: unbind refuses (1) and names it, instead of hanging.
+    assert.equal(get("UNBIND_HELD_RC"), "1", tail);
+    assert.equal(get("UNBIND_HELD_MSG"), "ok", tail);
 
     // Unbind: the kernel has the controller back, with both writes.
     assert.equal(get("UNBIND_RC"), "0", tail);
