@@ -6,27 +6,12 @@
  * "some I/O was done": speed belongs to bench/nvmf_bench.ts.
  */
 import { assert, assertEquals } from "../../src/testing/assert.ts";
+import { perfTotal, sluice } from "../../src/testing/cli.ts";
 import { type Daemon, startDaemon } from "../../src/testing/daemon.ts";
+import { freePort } from "../../src/testing/net.ts";
 
-const MAIN = new URL("../../appliance/main.ts", import.meta.url).pathname;
 const NQN = "nqn.2026-11.dev.sluice:perftest";
 const dec = new TextDecoder();
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-function sluice(args: string[]): Promise<Deno.CommandOutput> {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-}
 
 /** `sluice serve` with a config exporting a 64 MiB malloc bdev as namespace 1 of NQN on `port`. */
 async function startTarget(dir: string, port: number): Promise<Daemon> {
@@ -70,9 +55,6 @@ async function startTarget(dir: string, port: number): Promise<Daemon> {
   return await startDaemon(dir, { config });
 }
 
-const TOTAL =
-  /^Total: IOPS=(\d+) MiB\/s=([\d.]+) avg_us=([\d.]+) p50_us=([\d.]+) p99_us=([\d.]+) p999_us=([\d.]+) errors=(\d+)$/;
-
 Deno.test("perf: verified randrw on two NVMe/TCP queues against sluice serve; bad input exits 2", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sluice-perf-" });
   const port = freePort();
@@ -86,12 +68,15 @@ Deno.test("perf: verified randrw on two NVMe/TCP queues against sluice serve; ba
     const out = dec.decode(run.stdout);
     const err = dec.decode(run.stderr);
     assertEquals(run.code, 0, `${out}\n${err}`);
-    const lines = out.trim().split("\n");
-    const m = TOTAL.exec(lines[lines.length - 1] ?? "");
+    const m = perfTotal(out);
     assert(m !== null, `no Total line at the end:\n${out}`);
     assertEquals(m[7], "0", out);
     assert(Number(m[1]) > 0, out);
-    assertEquals(lines.filter((l) => /^queue [12]: IOPS=\d+ .* errors=0$/.test(l)).length, 2, out);
+    assertEquals(
+      out.trim().split("\n").filter((l) => /^queue [12]: IOPS=\d+ .* errors=0$/.test(l)).length,
+      2,
+      out,
+    );
 
     // A transport ID without a port: a usage error naming what is missing.
     const badTrid = await sluice(
