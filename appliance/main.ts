@@ -20,6 +20,7 @@ import { VERSION } from "../src/version.ts";
 import { perf, PERF_USAGE } from "./perf.ts";
 import { dd, DD_USAGE } from "./dd.ts";
 import { setup, SETUP_USAGE } from "./setup.ts";
+import { exists, isServing } from "./fs.ts";
 import { keyStoreOf } from "../src/crypto/crypto_rpc.ts";
 import { selectCrc32cEngine } from "../src/nvmf_tcp/crc_engine.ts";
 import {
@@ -374,26 +375,6 @@ async function status(p: ParsedArgs): Promise<number> {
     `reactor: ${Object.entries(s.reactor).map(([k, v]) => `${k}=${v}`).join(" ")}`,
   );
   return 0;
-}
-
-async function isServing(path: string): Promise<boolean> {
-  try {
-    const c = await Deno.connect({ transport: "unix", path });
-    c.close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 function formatBytes(n: number): string {
