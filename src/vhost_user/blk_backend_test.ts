@@ -6,7 +6,6 @@
  * reactor).
  */
 import { assert, assertEquals, assertRejects } from "../testing/assert.ts";
-import { startReactor } from "../testing/reactor_thread.ts";
 import { waitFor } from "../testing/wait.ts";
 import { type DriverBuffer, VirtioDriver } from "../testing/virtio_driver.ts";
 import { BdevRegistry } from "../bdev/mod.ts";
@@ -27,8 +26,7 @@ import {
   VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
   VIRTIO_F_VERSION_1,
 } from "../virtio/blk.ts";
-import { VhostBlkBackend } from "./blk_backend.ts";
-import { VhostUserServer } from "./server.ts";
+import { serveVhostBlk } from "../testing/vhost_blk_server.ts";
 import {
   FRONTEND_PROTOCOL_FEATURES,
   FrontendMemory,
@@ -57,26 +55,13 @@ interface RigOptions {
 
 async function rig(o: RigOptions = {}) {
   const dir = await Deno.makeTempDir({ prefix: "sluice-vhost-blk-" });
-  const r = await startReactor();
   const bdevs = new BdevRegistry();
   const blockSize = o.blockSize ?? 512;
   createMallocBdev(bdevs, { name: "M0", numBlocks: o.numBlocks ?? 2048, blockSize });
   const name = o.errorBdev ? createErrorBdev(bdevs, "M0") : "M0";
   const path = `${dir}/vhost.sock`;
-  const logs: string[] = [];
-  const server = new VhostUserServer(
-    path,
-    () =>
-      new VhostBlkBackend({
-        registry: bdevs,
-        reactor: r.thread,
-        bdevName: name,
-        numQueues: 1,
-        readOnly: false,
-        log: (m) => logs.push(m),
-      }),
-    (m) => logs.push(m),
-  );
+  const server = await serveVhostBlk({ path, registry: bdevs, bdevName: name, numQueues: 1 });
+  const logs = server.logs;
   const memories: FrontendMemory[] = [];
   let fe: VhostUserFrontend | null = null;
   return {
@@ -100,8 +85,7 @@ async function rig(o: RigOptions = {}) {
     },
     async stop() {
       fe?.close();
-      await server.close();
-      await r.stop();
+      await server.stop();
       for (const m of memories) m.close();
       await Deno.remove(dir, { recursive: true });
     },
