@@ -83,6 +83,13 @@ async function rig(o: RigOptions = {}) {
       );
       return fe;
     },
+    /** Connects, shares one region of `size` bytes at GPA 1 MiB, starts queue 0 in it. */
+    async connectQueue(size: number): Promise<{ fe: VhostUserFrontend; d: VirtioDriver }> {
+      const fe = await this.connect();
+      const mem = this.memory(size, 0x10_0000);
+      await fe.setMemTable([mem]);
+      return { fe, d: await startQueue(fe, mem) };
+    },
     async stop() {
       fe?.close();
       await server.stop();
@@ -163,10 +170,7 @@ function zeroed(expect: Uint8Array, ...rs: [number, number][]): Uint8Array {
 Deno.test("vhost-blk: WRITE_ZEROES and DISCARD with several ranges", async () => {
   const r = await rig();
   try {
-    const fe = await r.connect();
-    const mem = r.memory(4 << 20, 0x10_0000);
-    await fe.setMemTable([mem]);
-    const d = await startQueue(fe, mem);
+    const { fe, d } = await r.connectQueue(4 << 20);
     const data = pattern(64 * SECTOR, 1);
     const write = () =>
       io(fe, d, VIRTIO_BLK_T_OUT, 0, [{ len: data.length, writable: false, data }]);
@@ -245,10 +249,7 @@ Deno.test("vhost-blk: WRITE_ZEROES and DISCARD with several ranges", async () =>
 Deno.test("vhost-blk: more multi-range requests at once than the range I/O pool holds", async () => {
   const r = await rig();
   try {
-    const fe = await r.connect();
-    const mem = r.memory(4 << 20, 0x10_0000);
-    await fe.setMemTable([mem]);
-    const d = await startQueue(fe, mem);
+    const { fe, d } = await r.connectQueue(4 << 20);
     const data = pattern(256 * SECTOR, 2);
     const w = await io(fe, d, VIRTIO_BLK_T_OUT, 0, [{
       len: data.length,
@@ -288,10 +289,7 @@ Deno.test("vhost-blk: more multi-range requests at once than the range I/O pool 
 Deno.test("vhost-blk: one failed range fails the request after all its ranges are done", async () => {
   const r = await rig({ errorBdev: true });
   try {
-    const fe = await r.connect();
-    const mem = r.memory(4 << 20, 0x10_0000);
-    await fe.setMemTable([mem]);
-    const d = await startQueue(fe, mem);
+    const { fe, d } = await r.connectQueue(4 << 20);
     const data = pattern(64 * SECTOR, 3);
     const w = await io(fe, d, VIRTIO_BLK_T_OUT, 0, [{ len: data.length, writable: false, data }]);
     assertEquals(w.status, VIRTIO_BLK_S_OK);
@@ -313,10 +311,7 @@ Deno.test("vhost-blk: one failed range fails the request after all its ranges ar
 Deno.test("vhost-blk: ranges must be block-aligned on a 4096-byte bdev; none runs if one is not", async () => {
   const r = await rig({ blockSize: 4096, numBlocks: 256 });
   try {
-    const fe = await r.connect();
-    const mem = r.memory(4 << 20, 0x10_0000);
-    await fe.setMemTable([mem]);
-    const d = await startQueue(fe, mem);
+    const { fe, d } = await r.connectQueue(4 << 20);
     const data = pattern(64 * SECTOR, 4);
     const w = await io(fe, d, VIRTIO_BLK_T_OUT, 0, [{ len: data.length, writable: false, data }]);
     assertEquals(w.status, VIRTIO_BLK_S_OK);
@@ -519,10 +514,7 @@ Deno.test("vhost-blk: SET_MEM_TABLE while running keeps unchanged regions and th
 Deno.test("vhost-blk: a guest flooding bad chains gets 20 log lines a second, the rest counted", async () => {
   const t = await rig();
   try {
-    const fe = await t.connect();
-    const mem = t.memory(1 << 20, 0x10_0000);
-    await fe.setMemTable([mem]);
-    const d = await startQueue(fe, mem);
+    const { fe, d } = await t.connectQueue(1 << 20);
     // 30 looping chains made available at once: one kick, one pass of the backend.
     const start = d.usedIdx();
     for (let i = 0; i < 30; i++) d.addLoop(2);
