@@ -7,6 +7,7 @@
  */
 import { assert, assertEquals } from "../../src/testing/assert.ts";
 import { perfTotal, sluice } from "../../src/testing/cli.ts";
+import { mallocBdevConfig, nvmfExportConfig } from "../../src/testing/config.ts";
 import { type Daemon, startDaemon } from "../../src/testing/daemon.ts";
 import { freePort } from "../../src/testing/net.ts";
 
@@ -17,39 +18,8 @@ const dec = new TextDecoder();
 async function startTarget(dir: string, port: number): Promise<Daemon> {
   const config = {
     subsystems: [
-      {
-        subsystem: "bdev",
-        config: [{
-          method: "bdev_malloc_create",
-          params: { name: "Malloc0", num_blocks: 131072, block_size: 512 },
-        }],
-      },
-      {
-        subsystem: "nvmf",
-        config: [
-          { method: "nvmf_create_transport", params: { trtype: "TCP" } },
-          {
-            method: "nvmf_create_subsystem",
-            params: { nqn: NQN, allow_any_host: true, serial_number: "SLUICEPERF1" },
-          },
-          {
-            method: "nvmf_subsystem_add_ns",
-            params: { nqn: NQN, namespace: { bdev_name: "Malloc0" } },
-          },
-          {
-            method: "nvmf_subsystem_add_listener",
-            params: {
-              nqn: NQN,
-              listen_address: {
-                trtype: "TCP",
-                adrfam: "IPv4",
-                traddr: "127.0.0.1",
-                trsvcid: String(port),
-              },
-            },
-          },
-        ],
-      },
+      mallocBdevConfig("Malloc0", 131072),
+      nvmfExportConfig({ nqn: NQN, serialNumber: "SLUICEPERF1", bdevName: "Malloc0", port }),
     ],
   };
   return await startDaemon(dir, { config });

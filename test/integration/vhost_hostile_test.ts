@@ -24,7 +24,7 @@
  * Run: `npx -y deno@2.9.6 test -A test/integration/vhost_hostile_test.ts`.
  */
 import { assert, assertEquals, assertRejects } from "../../src/testing/assert.ts";
-import { startDaemon } from "../../src/testing/daemon.ts";
+import { collectLines, startDaemon } from "../../src/testing/daemon.ts";
 import { freePort } from "../../src/testing/net.ts";
 import { waitFor } from "../../src/testing/wait.ts";
 import { VirtioDriver } from "../../src/testing/virtio_driver.ts";
@@ -87,16 +87,6 @@ function config(dir: string) {
         config: [ctrlr("vhost.0", "Malloc0"), ctrlr("vhost.1", "Malloc1")],
       },
     ],
-  };
-}
-
-/** The daemon's output chunks as lines, appended to `lines`. */
-function collectLines(lines: string[]): (text: string) => void {
-  let partial = "";
-  return (text) => {
-    const parts = (partial + text).split("\n");
-    partial = parts.pop() ?? "";
-    lines.push(...parts);
   };
 }
 

@@ -8,6 +8,7 @@
  */
 import { assert, assertEquals } from "../../src/testing/assert.ts";
 import { perfTotal, sluice, SLUICE_MAIN } from "../../src/testing/cli.ts";
+import { mallocBdevConfig, vhostBlkConfig } from "../../src/testing/config.ts";
 import { type Daemon, startDaemon } from "../../src/testing/daemon.ts";
 
 const dec = new TextDecoder();
@@ -17,20 +18,8 @@ async function startBackend(dir: string, socket: string): Promise<Daemon> {
   return await startDaemon(dir, {
     config: {
       subsystems: [
-        {
-          subsystem: "bdev",
-          config: [{
-            method: "bdev_malloc_create",
-            params: { name: "Malloc0", num_blocks: 65536, block_size: 512 },
-          }],
-        },
-        {
-          subsystem: "vhost_blk",
-          config: [{
-            method: "vhost_create_blk_controller",
-            params: { ctrlr: "vhost.0", dev_name: "Malloc0", socket, num_queues: 2 },
-          }],
-        },
+        mallocBdevConfig("Malloc0", 65536),
+        vhostBlkConfig([{ ctrlr: "vhost.0", devName: "Malloc0", socket, numQueues: 2 }]),
       ],
     },
   });
