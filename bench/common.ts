@@ -109,6 +109,17 @@ export async function machineBusy(ms: number): Promise<number> {
   }
 }
 
+/** Measures machineBusy over `ms` and prints a warning above the figures when it is over 10%. */
+export async function warnIfBusy(ms: number): Promise<void> {
+  const busy = await machineBusy(ms);
+  if (busy > 0.1) {
+    console.log(
+      `WARNING: something else keeps ${(busy * 100).toFixed(0)}% of this machine's CPUs busy ` +
+        "(other tests or builds?): every figure below shares the CPUs with it.\n",
+    );
+  }
+}
+
 /** Prints a Markdown table: the first column left-aligned, the others right-aligned. */
 export function table(header: string[], rows: string[][]): void {
   const cells = [header, ...rows];

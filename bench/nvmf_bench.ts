@@ -36,7 +36,7 @@ import { LatencyHistogram } from "../src/perf/perf.ts";
 import { BdevRegistry, runIo } from "../src/bdev/mod.ts";
 import { createMallocBdev } from "../src/bdev_modules/malloc/malloc.ts";
 import { measureBdev } from "./bdev_perf.ts";
-import { Children, f1, k, kill, machineBusy, ratio, rssAnonBytes, table, which } from "./common.ts";
+import { Children, f1, k, kill, ratio, rssAnonBytes, table, warnIfBusy, which } from "./common.ts";
 import { sleep } from "../src/testing/wait.ts";
 import { mallocBdevConfig, nvmfExportConfig } from "../src/testing/config.ts";
 import { freePort } from "../src/testing/net.ts";
@@ -598,13 +598,7 @@ async function bench(seconds: number): Promise<void> {
         `; ${navigator.hardwareConcurrency} CPUs, 2-core VMs see 20-50% noise between runs\n`,
     );
 
-    const busy = await machineBusy(1000);
-    if (busy > 0.1) {
-      console.log(
-        `WARNING: something else keeps ${(busy * 100).toFixed(0)}% of this machine's CPUs busy ` +
-          "(other tests or builds?): every figure below shares the CPUs with it.\n",
-      );
-    }
+    await warnIfBusy(1000);
 
     // sluice: one target for every row (digests are per connection).
     const port = freePort();

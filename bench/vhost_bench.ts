@@ -29,7 +29,7 @@
  * @module
  */
 
-import { Children, f1, k, kill, machineBusy, ratio, rssAnonBytes, table, which } from "./common.ts";
+import { Children, f1, k, kill, ratio, rssAnonBytes, table, warnIfBusy, which } from "./common.ts";
 import { sleep } from "../src/testing/wait.ts";
 
 const MAIN = new URL("../appliance/main.ts", import.meta.url).pathname;
@@ -313,13 +313,7 @@ async function bench(seconds: number, repeat: number): Promise<void> {
           : "NOT pinned (taskset missing or one CPU): figures are not comparable to pinned runs") +
         `; ${navigator.hardwareConcurrency} CPUs, 2-core VMs see 20-50% noise between runs\n`,
     );
-    const busy = await machineBusy(500);
-    if (busy > 0.1) {
-      console.log(
-        `WARNING: something else keeps ${(busy * 100).toFixed(0)}% of this machine's CPUs busy ` +
-          "(other tests or builds?): every figure below shares the CPUs with it.\n",
-      );
-    }
+    await warnIfBusy(500);
 
     // sluice: one daemon for every row.
     const socket = `${dir}/sluice.sock.vhost`;
