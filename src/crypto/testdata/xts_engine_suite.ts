@@ -115,3 +115,30 @@ export function xtsEngineSuite(
     assertThrows(() => key.encrypt(buf, buf, 512, 0), Error); // used after destroy()
   });
 }
+
+/**
+ * Asserts engines `a` and `b` encrypt and decrypt `data` (data units of
+ * `du` bytes numbered from `first`) to the same bytes under `keyBytes`.
+ */
+export function assertEnginesAgree(
+  a: XtsEngine,
+  b: XtsEngine,
+  keyBytes: Uint8Array,
+  data: Uint8Array,
+  du: number,
+  first: number,
+  what: string,
+): void {
+  const ka = a.createKey(keyBytes);
+  const kb = b.createKey(keyBytes);
+  const x = new Uint8Array(data.length);
+  const y = new Uint8Array(data.length);
+  ka.encrypt(data, x, du, first);
+  kb.encrypt(data, y, du, first);
+  assertEquals(x, y, `encrypt${what}`);
+  ka.decrypt(data, x, du, first);
+  kb.decrypt(data, y, du, first);
+  assertEquals(x, y, `decrypt${what}`);
+  ka.destroy();
+  kb.destroy();
+}
