@@ -60,6 +60,36 @@ export class Children {
   }
 }
 
+/** A bench run's children, from {@link benchChildren}. */
+export interface BenchChildren {
+  /** Whether children are pinned to CPUs (taskset there and 2+ CPUs). */
+  pin: boolean;
+  kids: Children;
+  /** Ends every child still running and removes the signal handlers. */
+  release(): Promise<void>;
+}
+
+/** Children for a bench run, all ended on SIGINT or SIGTERM (then exit 130, `name` saying so). */
+export async function benchChildren(name: string): Promise<BenchChildren> {
+  const pin = (await which("taskset")) && navigator.hardwareConcurrency >= 2;
+  const kids = new Children(pin);
+  const onSignal = () => {
+    console.error(`\n${name}: interrupted; ending every process it started`);
+    kids.endAll().finally(() => Deno.exit(130));
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  return {
+    pin,
+    kids,
+    async release() {
+      await kids.endAll();
+      Deno.removeSignalListener("SIGINT", onSignal);
+      Deno.removeSignalListener("SIGTERM", onSignal);
+    },
+  };
+}
+
 /** Sends `sig`; a child already gone is fine. */
 export function kill(c: Deno.ChildProcess, sig: Deno.Signal): void {
   try {

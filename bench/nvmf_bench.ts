@@ -36,7 +36,18 @@ import { LatencyHistogram } from "../src/perf/perf.ts";
 import { BdevRegistry, runIo } from "../src/bdev/mod.ts";
 import { createMallocBdev } from "../src/bdev_modules/malloc/malloc.ts";
 import { measureBdev } from "./bdev_perf.ts";
-import { Children, f1, k, kill, ratio, rssAnonBytes, table, warnIfBusy, which } from "./common.ts";
+import {
+  benchChildren,
+  type Children,
+  f1,
+  k,
+  kill,
+  ratio,
+  rssAnonBytes,
+  table,
+  warnIfBusy,
+  which,
+} from "./common.ts";
 import { sleep } from "../src/testing/wait.ts";
 import { mallocBdevConfig, nvmfExportConfig } from "../src/testing/config.ts";
 import { freePort } from "../src/testing/net.ts";
@@ -580,14 +591,7 @@ function parseSpdkPerf(text: string): Figures | null {
 // ---------------------------------------------------------------------------
 
 async function bench(seconds: number): Promise<void> {
-  const pin = (await which("taskset")) && navigator.hardwareConcurrency >= 2;
-  const kids = new Children(pin);
-  const onSignal = () => {
-    console.error("\nbench:nvmf: interrupted; ending every process it started");
-    kids.endAll().finally(() => Deno.exit(130));
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
+  const { pin, kids, release } = await benchChildren("bench:nvmf");
   const dir = await Deno.makeTempDir({ prefix: "sluice-bench-nvmf-" });
   try {
     console.log(
@@ -800,9 +804,7 @@ async function bench(seconds: number): Promise<void> {
       }),
     );
   } finally {
-    await kids.endAll();
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
+    await release();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }

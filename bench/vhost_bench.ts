@@ -29,7 +29,18 @@
  * @module
  */
 
-import { Children, f1, k, kill, ratio, rssAnonBytes, table, warnIfBusy, which } from "./common.ts";
+import {
+  benchChildren,
+  type Children,
+  f1,
+  k,
+  kill,
+  ratio,
+  rssAnonBytes,
+  table,
+  warnIfBusy,
+  which,
+} from "./common.ts";
 import { sleep } from "../src/testing/wait.ts";
 
 const MAIN = new URL("../appliance/main.ts", import.meta.url).pathname;
@@ -279,23 +290,14 @@ async function qsdRow(
 async function setUp(tag: string) {
   // Every sluice perf child prints its kick and stall counters (the table's last lines).
   Deno.env.set("SLUICE_PERF_STATS", "1");
-  const pin = (await which("taskset")) && navigator.hardwareConcurrency >= 2;
-  const kids = new Children(pin);
-  const onSignal = () => {
-    console.error(`\nbench:vhost: interrupted; ending every process it started`);
-    kids.endAll().finally(() => Deno.exit(130));
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
+  const { pin, kids, release } = await benchChildren("bench:vhost");
   const dir = await Deno.makeTempDir({ prefix: `sluice-bench-vhost-${tag}-` });
   return {
     pin,
     kids,
     dir,
     async tearDown() {
-      await kids.endAll();
-      Deno.removeSignalListener("SIGINT", onSignal);
-      Deno.removeSignalListener("SIGTERM", onSignal);
+      await release();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
