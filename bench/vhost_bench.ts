@@ -41,6 +41,7 @@ import {
   warnIfBusy,
   which,
 } from "./common.ts";
+import { mallocBdevConfig, vhostBlkConfig } from "../src/testing/config.ts";
 import { sleep } from "../src/testing/wait.ts";
 
 const MAIN = new URL("../appliance/main.ts", import.meta.url).pathname;
@@ -194,20 +195,8 @@ async function median(
 function sluiceConfig(socket: string, mib: number): unknown {
   return {
     subsystems: [
-      {
-        subsystem: "bdev",
-        config: [{
-          method: "bdev_malloc_create",
-          params: { name: "Malloc0", num_blocks: (mib * 2 ** 20) / 512, block_size: 512 },
-        }],
-      },
-      {
-        subsystem: "vhost_blk",
-        config: [{
-          method: "vhost_create_blk_controller",
-          params: { ctrlr: "vhost.bench", dev_name: "Malloc0", socket, num_queues: 1 },
-        }],
-      },
+      mallocBdevConfig("Malloc0", (mib * 2 ** 20) / 512),
+      vhostBlkConfig([{ ctrlr: "vhost.bench", devName: "Malloc0", socket, numQueues: 1 }]),
     ],
   };
 }
