@@ -160,6 +160,9 @@ class GoodTraffic {
       const { fe, d } = c;
       for (let k = 0; !this.#stop; k++) {
         d.resetHeap();
+        // Before publishing: the daemon may take (and finish) a request as soon as it is
+        // published, before our kick, since it also polls the rings while busy.
+        const before = d.usedIdx();
         const sectors = 8 + (k % 4) * 8;
         const sector = (k * 40) % (BLOCKS - sectors);
         const data = pattern(sectors * SECTOR, k);
@@ -173,7 +176,6 @@ class GoodTraffic {
           sector,
           data: [{ len: data.length, writable: true }],
         });
-        const before = d.usedIdx();
         fe.kick(0);
         await waitFor(() => ((d.usedIdx() - before) & 0xffff) >= 2, `good round trip ${k}`);
         d.readUsed();
