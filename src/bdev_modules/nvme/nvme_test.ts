@@ -1,0 +1,242 @@
+import { bdevConformance, fillPattern } from "../../testing/bdev_conformance.ts";
+import { startReactor } from "../../testing/reactor_thread.ts";
+import { assert, assertEquals, assertRejects } from "../../testing/assert.ts";
+import { BdevIoError, BdevRegistry, runIo } from "../../bdev/mod.ts";
+import { FakeNvmeController, type FakeNvmeOptions } from "../../nvme_vfio/fake_controller.ts";
+import { NvmeIoOpcode } from "../../nvme/mod.ts";
+import {
+  attachNvmeController,
+  detachNvmeController,
+  getNvmeControllers,
+  type NvmeBackend,
+  nvmeControllerOf,
+} from "./nvme.ts";
+import type { NvmeDriverOptions } from "../../nvme_vfio/controller.ts";
+import type { Reactor } from "../../reactor/mod.ts";
+
+function fakeBackend(fake: FakeNvmeController): NvmeBackend & { closed: boolean } {
+  const b = {
+    mmio: fake,
+    dma: fake,
+    closed: false,
+    describe: () => ({ fake: true }),
+    close: () => {
+      b.closed = true;
+    },
+  };
+  return b;
+}
+
+async function attachFake(
+  registry: BdevRegistry,
+  fake: FakeNvmeController,
+  options: Omit<NvmeDriverOptions, "log"> = {},
+  name = "Nvme0",
+): Promise<string[]> {
+  return await attachNvmeController(
+    registry,
+    { name, trtype: "PCIe", traddr: "0000:00:04.0", options },
+    () => {},
+    () => fakeBackend(fake),
+  );
+}
+
+// The conformance suite on the in-memory controller; test/vm/nvme_vfio_test.ts
+// runs the same suite in the guest on QEMU's emulated controller.
+bdevConformance({
+  module: "nvme (in-memory controller)",
+  startThread: startReactor,
+  async create(registry) {
+    // A small transfer size makes multi-command I/Os and PRP lists common.
+    const names = await attachFake(registry, new FakeNvmeController(), {
+      ioQueueDepth: 16,
+      maxTransferBytes: 16384,
+    });
+    return names[0] as string;
+  },
+  async destroy(registry) {
+    await detachNvmeController(registry, "Nvme0");
+  },
+});
+
+bdevConformance({
+  module: "nvme (no Write Zeroes, DSM deallocate)",
+  startThread: startReactor,
+  async create(registry) {
+    const fake = new FakeNvmeController({
+      oncs: 1 << 2,
+      dlfeat: 1,
+      blockSize: 4096,
+      numBlocks: 2048,
+    });
+    return (await attachFake(registry, fake))[0] as string;
+  },
+  async destroy(registry) {
+    await detachNvmeController(registry, "Nvme0");
+  },
+});
+
+async function withNvme(
+  fakeOpts: FakeNvmeOptions,
+  opts: Omit<NvmeDriverOptions, "log">,
+  fn: (ctx: {
+    fake: FakeNvmeController;
+    registry: BdevRegistry;
+    reactor: Reactor;
+    ch: ReturnType<ReturnType<BdevRegistry["open"]>["getIoChannel"]>;
+  }) => Promise<void>,
+): Promise<void> {
+  const fake = new FakeNvmeController(fakeOpts);
+  const registry = new BdevRegistry();
+  const { thread, stop } = await startReactor();
+  await attachFake(registry, fake, opts);
+  const desc = registry.open("Nvme0n1", true);
+  const ch = desc.getIoChannel(thread);
+  try {
+    await fn({ fake, registry, reactor: thread, ch });
+  } finally {
+    ch.close();
+    desc.close();
+    await detachNvmeController(registry, "Nvme0");
+    await stop();
+  }
+}
+
+Deno.test("nvme: attach reads identify data; bdev_nvme_get_controllers shows it; detach shuts down and unmaps", async () => {
+  const fake = new FakeNvmeController({ blockSize: 4096, numBlocks: 1024 });
+  const registry = new BdevRegistry();
+  const backend = fakeBackend(fake);
+  const names = await attachNvmeController(
+    registry,
+    { name: "Nvme7", trtype: "pcie", traddr: "0000:00:04.0" },
+    () => {},
+    () => backend,
+  );
+  assertEquals(names, ["Nvme7n1"]);
+  const b = registry.get("Nvme7n1");
+  assertEquals(b.blockSize, 4096);
+  assertEquals(b.numBlocks, 1024);
+  const [c] = getNvmeControllers(registry);
+  assertEquals(c?.name, "Nvme7");
+  const ctrlr = (c?.ctrlrs as Record<string, unknown>[])[0] as Record<string, unknown>;
+  assertEquals(ctrlr.state, "enabled");
+  assertEquals((ctrlr.trid as Record<string, string>).traddr, "0000:00:04.0");
+  const driver = ctrlr.driver as Record<string, unknown>;
+  assertEquals(driver.model_number, "sluice fake NVMe");
+  await assertRejects(
+    () =>
+      attachNvmeController(
+        registry,
+        { name: "Nvme8", trtype: "pcie", traddr: "0000:00:04.0" },
+        () => {},
+        () => backend,
+      ),
+    Error,
+    "already attached",
+  );
+  await assertRejects(
+    () =>
+      attachNvmeController(
+        registry,
+        { name: "X", trtype: "tcp", traddr: "1" },
+        () => {},
+        () => backend,
+      ),
+    Error,
+    "not supported",
+  );
+  assert(fake.mappedRegions > 0);
+  await detachNvmeController(registry, "Nvme7");
+  assertEquals(fake.shutdowns, 1, "CC.SHN written once");
+  assertEquals(fake.mappedRegions, 0, "every DMA region unmapped");
+  assert(backend.closed);
+  assertEquals(registry.has("Nvme7n1"), false);
+  assertEquals(getNvmeControllers(registry), []);
+});
+
+Deno.test("nvme: a large write uses PRP lists and several commands; data round-trips", async () => {
+  await withNvme({}, { maxTransferBytes: 65536 }, async ({ fake, ch }) => {
+    const bs = ch.bdev.blockSize;
+    const n = 600; // 300 KiB: 5 commands of up to 64 KiB, each with a PRP list
+    const buf = new Uint8Array(n * bs);
+    fillPattern(buf, 10, bs, 3);
+    await runIo(ch, (io) => ch.write(io, buf, 10, n));
+    assert(fake.prpListsUsed >= 4, `PRP lists used: ${fake.prpListsUsed}`);
+    assertEquals(fake.counts.get(`io:${NvmeIoOpcode.Write}`), 5);
+    assertEquals(fake.storage.subarray(10 * bs, (10 + n) * bs), buf);
+    const back = new Uint8Array(n * bs);
+    await runIo(ch, (io) => ch.read(io, back, 10, n));
+    assertEquals(back, buf);
+  });
+});
+
+Deno.test("nvme: a command that never completes is aborted, then the controller is reset; the I/O fails with ETIMEDOUT and the next one works", async () => {
+  await withNvme({}, { ioTimeoutMs: 50 }, async ({ fake, registry, ch }) => {
+    const ctrl = nvmeControllerOf(registry, "Nvme0");
+    fake.stall = (opc) => opc === NvmeIoOpcode.Read;
+    const buf = new Uint8Array(ch.bdev.blockSize);
+    const err = await assertRejects(() => runIo(ch, (io) => ch.read(io, buf, 0, 1)), BdevIoError);
+    assertEquals(err.code, -110);
+    await ctrl.settled();
+    assertEquals(ctrl.stats.timeouts, 1);
+    assertEquals(ctrl.stats.aborts, 1);
+    assertEquals(ctrl.stats.resets, 1);
+    assertEquals(ctrl.state, "enabled");
+    fake.stall = null;
+    fillPattern(buf, 0, ch.bdev.blockSize, 9);
+    await runIo(ch, (io) => ch.write(io, buf, 0, 1));
+    const back = new Uint8Array(buf.length);
+    await runIo(ch, (io) => ch.read(io, back, 0, 1));
+    assertEquals(back, buf);
+  });
+});
+
+Deno.test("nvme: controller fatal status fails outstanding I/Os with EIO; the reset brings it back", async () => {
+  await withNvme({}, {}, async ({ fake, registry, ch }) => {
+    const ctrl = nvmeControllerOf(registry, "Nvme0");
+    fake.stall = () => true;
+    const buf = new Uint8Array(ch.bdev.blockSize);
+    const p = runIo(ch, (io) => ch.read(io, buf, 0, 1));
+    await new Promise((r) => setTimeout(r, 20));
+    fake.setFatal();
+    const err = await assertRejects(() => p, BdevIoError);
+    assertEquals(err.code, -5);
+    await ctrl.settled();
+    assertEquals(ctrl.state, "enabled");
+    fake.stall = null;
+    await runIo(ch, (io) => ch.read(io, buf, 0, 1));
+  });
+});
+
+Deno.test("nvme: a removed device fails in-flight and new I/Os with EIO and the app stays up", async () => {
+  await withNvme({}, {}, async ({ fake, registry, ch }) => {
+    const ctrl = nvmeControllerOf(registry, "Nvme0");
+    fake.stall = () => true;
+    const buf = new Uint8Array(ch.bdev.blockSize);
+    const p = runIo(ch, (io) => ch.read(io, buf, 0, 1));
+    await new Promise((r) => setTimeout(r, 20));
+    fake.removed = true;
+    const err = await assertRejects(() => p, BdevIoError);
+    assertEquals(err.code, -5);
+    assertEquals(ctrl.state, "removed");
+    const err2 = await assertRejects(() => runIo(ch, (io) => ch.write(io, buf, 0, 1)), BdevIoError);
+    assertEquals(err2.code, -5);
+    fake.removed = false; // let detach run its course
+  });
+});
+
+Deno.test("nvme: an idle controller rings no doorbells and the reactor parks", async () => {
+  await withNvme({}, {}, async ({ fake, reactor, ch }) => {
+    const buf = new Uint8Array(ch.bdev.blockSize);
+    await runIo(ch, (io) => ch.read(io, buf, 0, 1));
+    const before = fake.doorbells;
+    await new Promise((r) => setTimeout(r, 50));
+    const busy = reactor.stats.busyIterations;
+    await new Promise((r) => setTimeout(r, 100));
+    assertEquals(fake.doorbells, before);
+    // The poller reports no work when nothing is outstanding: the loop sleeps.
+    assertEquals(reactor.stats.busyIterations, busy, "no busy iterations while idle");
+    assert(reactor.parked, "the reactor is parked");
+    assertEquals(reactor.ioInFlight, 0);
+  });
+});
