@@ -19,6 +19,7 @@ import { rpcCall, RpcClientError, RpcServer } from "../src/rpc/server.ts";
 import { VERSION } from "../src/version.ts";
 import { perf, PERF_USAGE } from "./perf.ts";
 import { dd, DD_USAGE } from "./dd.ts";
+import { setup, SETUP_USAGE } from "./setup.ts";
 import { keyStoreOf } from "../src/crypto/crypto_rpc.ts";
 import { selectCrc32cEngine } from "../src/nvmf_tcp/crc_engine.ts";
 import {
@@ -47,6 +48,7 @@ Commands:
   status    Show what a running appliance is serving
   perf      Measure an NVMe-oF target as spdk_nvme_perf does (sluice perf --help)
   dd        Copy between files and bdevs offline, as spdk_dd does (sluice dd --help)
+  setup     Bind NVMe devices to vfio-pci and back, as SPDK's setup.sh (sluice setup --help)
   help      Show this help, or a command's: sluice help <command>
 
 Run 'sluice <command> --help' for a command's options.`;
@@ -423,6 +425,8 @@ export async function main(args: string[]): Promise<number> {
         return await perf(rest);
       case "dd":
         return await dd(rest);
+      case "setup":
+        return await setup(rest);
       case "--version":
       case "version":
         console.log(`sluice ${VERSION}`);
@@ -442,6 +446,8 @@ export async function main(args: string[]): Promise<number> {
           ? PERF_USAGE
           : topic === "dd"
           ? DD_USAGE
+          : topic === "setup"
+          ? SETUP_USAGE
           : USAGE;
         console.log(usage);
         return command === undefined ? 2 : 0;
