@@ -1,0 +1,88 @@
+/**
+ * sluice's user-space NVMe driver in the VFIO lab (test/vm/vfio.ts): a q35 guest with an emulated
+ * intel-iommu and two emulated NVMe controllers backed by files here. In the guest
+ * (guest/nvme_vfio.sh) `sluice setup bind` gives both to vfio-pci, then `deno test` runs
+ * guest/nvme_vfio_in_guest_test.ts:
+ *
+ * - the block device conformance suite on the nvme bdev of the first controller;
+ * - on the second, through the App's RPCs: attach, the bytes the host wrote into the image before
+ *   boot read back through the driver, a write, a 1 MiB transfer split into commands with PRP
+ *   lists, flush, detach with the shutdown notification.
+ *
+ * Then the second controller goes back to the kernel's nvme driver, which must read the driver's
+ * write, and the host finds it in its image file.
+ *
+ * Run with `deno task test:vm nvme_vfio`.
+ */
+import assert from "node:assert/strict";
+import { outputTail } from "./guest.ts";
+import { createDiskImage, runVfioGuest } from "./vfio.ts";
+
+const HOST_TOKEN = "SLUICE-HOST-BYTES-FOR-THE-VFIO-DRIVER";
+const HOST_TOKEN_AT = 8 << 20;
+const GUEST_TOKEN = "SLUICE-USERSPACE-NVME-DRIVER-WROTE-THIS";
+const GUEST_TOKEN_AT = 12 << 20;
+
+function parseReport(report: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of report.split("\n")) {
+    const eq = line.indexOf("=");
+    if (eq > 0) out.set(line.slice(0, eq), line.slice(eq + 1).replace(/\r$/, ""));
+  }
+  return out;
+}
+
+Deno.test("nvme_vfio: the user-space driver passes the bdev conformance suite on QEMU's NVMe behind an IOMMU, and its writes reach the host's file", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-nvme-vfio-" });
+  try {
+    const conf = await createDiskImage(`${dir}/conf.img`, 64);
+    const data = await createDiskImage(`${dir}/data.img`, 64, {
+      at: HOST_TOKEN_AT,
+      bytes: new TextEncoder().encode(HOST_TOKEN),
+    });
+    const r = await runVfioGuest({
+      name: "nvme-vfio",
+      disks: [{ path: conf }, { path: data }],
+      script: new URL("./guest/nvme_vfio.sh", import.meta.url),
+      env: {
+        HOST_TOKEN,
+        HOST_TOKEN_AT: String(HOST_TOKEN_AT),
+        GUEST_TOKEN,
+        GUEST_TOKEN_AT: String(GUEST_TOKEN_AT),
+      },
+      timeoutSec: 900,
+    });
+    const tail = outputTail(r.output, 80);
+    // The guest's test cases and facts, for the log of this run.
+    for (const line of r.output.replace(/\x1b\[[0-9;]*m/g, "").split("\n")) {
+      if (/ \.\.\. (ok|FAILED)|^NVME_FACT |^Nvme|: shutdown/.test(line)) {
+        console.log(`  guest: ${line}`);
+      }
+    }
+    assert.equal(r.exitCode, 0, tail);
+    const rep = parseReport(r.report);
+    const get = (k: string) => {
+      const v = rep.get(k);
+      assert.ok(v !== undefined, `no ${k} in the report:\n${r.report}\n${tail}`);
+      return v;
+    };
+    assert.equal(get("BIND_RC"), "0", tail);
+    assert.equal(get("DRIVERS"), "vfio-pci,vfio-pci", tail);
+    assert.equal(get("NVME_TEST_RC"), "0", tail);
+    // 9 conformance cases and the RPC/data test, all passed.
+    assert.match(get("NVME_TEST_SUMMARY"), /^ok \| 10 passed \| 0 failed/, tail);
+    assert.equal(get("NVME_TEST_CASES"), "10", tail);
+    assert.equal(get("DMAR_FAULTS"), "0", tail);
+    assert.equal(get("UNBIND_RC"), "0", tail);
+    assert.equal(get("GUEST_TOKEN_KERNEL"), GUEST_TOKEN, tail);
+    const onHost = await Deno.readFile(data);
+    assert.equal(
+      new TextDecoder().decode(
+        onHost.subarray(GUEST_TOKEN_AT, GUEST_TOKEN_AT + GUEST_TOKEN.length),
+      ),
+      GUEST_TOKEN,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
