@@ -86,3 +86,40 @@ Deno.test("nvme_vfio: the user-space driver passes the bdev conformance suite on
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("nvme_vfio: inside the guest sluice serves the nvme bdev over NVMe/TCP to the guest's kernel initiator; fio verify passes", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-nvme-export-" });
+  try {
+    const img = await createDiskImage(`${dir}/export.img`, 64);
+    const r = await runVfioGuest({
+      name: "nvme-export",
+      disks: [{ path: img }],
+      modules: ["nvme-tcp"],
+      script: new URL("./guest/nvme_export.sh", import.meta.url),
+      timeoutSec: 900,
+    });
+    const tail = outputTail(r.output, 80);
+    for (const line of r.output.replace(/\x1b\[[0-9;]*m/g, "").split("\n")) {
+      if (/^NVME_FACT |^Nvme|IOPS=|err=/.test(line)) console.log(`  guest: ${line}`);
+    }
+    assert.equal(r.exitCode, 0, tail);
+    const rep = parseReport(r.report);
+    const get = (k: string) => {
+      const v = rep.get(k);
+      assert.ok(v !== undefined, `no ${k} in the report:\n${r.report}\n${tail}`);
+      return v;
+    };
+    assert.equal(get("BIND_RC"), "0", tail);
+    assert.equal(get("SERVING"), "1", tail);
+    assert.equal(get("CONNECT_RC"), "0", tail);
+    assert.match(get("EXPORT_DEV"), /^\/dev\/nvme\d+n1$/, tail);
+    assert.equal(get("FIO_RC"), "0", tail);
+    assert.equal(get("FIO_ERR0"), "1", tail);
+    assert.equal(get("FIO_BIG_RC"), "0", tail);
+    assert.equal(get("DISCONNECT_RC"), "0", tail);
+    assert.equal(get("EXPORT_RC"), "0", tail);
+    assert.equal(get("SHUTDOWN_COMPLETE"), "1", tail);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
