@@ -123,3 +123,27 @@ Deno.test("nvme_vfio: inside the guest sluice serves the nvme bdev over NVMe/TCP
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("nvme_vfio: commands slowed past the timeout by QEMU throttling are aborted, the controller reset, the I/Os fail with ETIMEDOUT and the appliance stays up", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-nvme-fault-" });
+  try {
+    const img = await createDiskImage(`${dir}/slow.img`, 64);
+    const r = await runVfioGuest({
+      name: "nvme-fault",
+      disks: [{ path: img, driveProps: "throttling.iops-total=2" }],
+      script: new URL("./guest/nvme_fault.sh", import.meta.url),
+      timeoutSec: 900,
+    });
+    const tail = outputTail(r.output, 80);
+    for (const line of r.output.replace(/\x1b\[[0-9;]*m/g, "").split("\n")) {
+      if (/ \.\.\. (ok|FAILED)|^NVME_FACT |^Nvme0/.test(line)) console.log(`  guest: ${line}`);
+    }
+    assert.equal(r.exitCode, 0, tail);
+    const rep = parseReport(r.report);
+    assert.equal(rep.get("BIND_RC"), "0", tail);
+    assert.equal(rep.get("FAULT_TEST_RC"), "0", tail);
+    assert.match(rep.get("FAULT_TEST_SUMMARY") ?? "", /^ok \| 1 passed \| 0 failed/, tail);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
