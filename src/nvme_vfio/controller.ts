@@ -34,12 +34,16 @@ import {
   NvmeGenericSc,
   NvmeIoOpcode,
   NvmeOncs,
+  NvmePsdt,
   NvmeReg,
+  NvmeSglSubtype,
+  NvmeSglType,
   NvmeShn,
   NvmeShst,
   nvmeStatusText,
   nvmeVersionText,
   parseCap,
+  sqeSetSgl1,
   statusSc,
   statusSct,
 } from "../nvme/mod.ts";
@@ -72,6 +76,11 @@ export interface NvmeDriverOptions {
   adminTimeoutMs?: number;
   /** Bound on the shutdown notification (when RTD3E says nothing). */
   shutdownTimeoutMs?: number;
+  /**
+   * Describe data with one SGL Data Block descriptor when the controller supports SGLs
+   * (Identify SGLS); else, or when false, with PRPs. Default true.
+   */
+  useSgl?: boolean;
   /** Operational messages. */
   log?: (msg: string) => void;
 }
@@ -83,6 +92,7 @@ export const NVME_DRIVER_DEFAULTS = {
   ioTimeoutMs: 30_000,
   adminTimeoutMs: 30_000,
   shutdownTimeoutMs: 10_000,
+  useSgl: true,
 } as const;
 
 const PAGE = 4096;
@@ -199,6 +209,8 @@ export class NvmeController {
   slots = 0;
   /** Bytes of each slot's bounce buffer. */
   transferBytes = 0;
+  /** Data pointers are SGLs (one Data Block descriptor) rather than PRPs. */
+  sgl = false;
   bounce: Uint8Array<ArrayBuffer>[] = [];
   #bounceIova: number[] = [];
   #prpList: DataView[] = [];
@@ -228,6 +240,7 @@ export class NvmeController {
       ioTimeoutMs: opts.ioTimeoutMs ?? NVME_DRIVER_DEFAULTS.ioTimeoutMs,
       adminTimeoutMs: opts.adminTimeoutMs ?? NVME_DRIVER_DEFAULTS.adminTimeoutMs,
       shutdownTimeoutMs: opts.shutdownTimeoutMs ?? NVME_DRIVER_DEFAULTS.shutdownTimeoutMs,
+      useSgl: opts.useSgl ?? NVME_DRIVER_DEFAULTS.useSgl,
     };
     this.#timeoutMs = this.#opts.ioTimeoutMs;
     const capRaw = read64(mmio, NvmeReg.CAP);
@@ -290,8 +303,12 @@ export class NvmeController {
 
     const id = await this.#identifyController();
     this.info = id;
+    // SGLS bits 1:0 = 01b (any alignment) or 10b (dword aligned): the bounce buffers are page aligned.
+    this.sgl = this.#opts.useSgl && (id.sgls & 3) !== 0;
     this.#log(
-      `${this.name}: ${id.modelNumber} SN ${id.serialNumber} FR ${id.firmwareRevision} NVMe ${id.version}, ${id.nn} namespace(s)`,
+      `${this.name}: ${id.modelNumber} SN ${id.serialNumber} FR ${id.firmwareRevision} NVMe ${id.version}, NN ${id.nn}, SGLs ${
+        (id.sgls & 3) !== 0 ? "yes" : "no"
+      }`,
     );
 
     // The I/O queue pair: depth capped by CAP.MQES (0's based), slots by it.
@@ -600,14 +617,26 @@ export class NvmeController {
       case NvmeIoOp.Write:
       case NvmeIoOp.ZeroByWrite:
         s.setUint8(0, op === NvmeIoOp.Read ? NvmeIoOpcode.Read : NvmeIoOpcode.Write);
-        setPrps(
-          s,
-          this.#bounceIova[slot] as number,
-          bytes,
-          this.#pageSize,
-          this.#prpList[slot] as DataView,
-          this.#prpIova[slot] as number,
-        );
+        if (this.sgl) {
+          // The bounce buffer is contiguous in IOVA space: one Data Block descriptor covers it.
+          s.setUint8(1, NvmePsdt.SglMptrContiguous << 6);
+          sqeSetSgl1(
+            s,
+            NvmeSglType.DataBlock,
+            NvmeSglSubtype.Address,
+            this.#bounceIova[slot] as number,
+            bytes,
+          );
+        } else {
+          setPrps(
+            s,
+            this.#bounceIova[slot] as number,
+            bytes,
+            this.#pageSize,
+            this.#prpList[slot] as DataView,
+            this.#prpIova[slot] as number,
+          );
+        }
         setU64(s, 40, lba);
         s.setUint32(48, blocks - 1, true);
         break;
@@ -903,7 +932,11 @@ export class NvmeController {
         dstrd: this.cap.dstrd,
         mpsmin: 1 << (12 + this.cap.mpsmin),
       },
-      io_queue: { depth: this.slots + 1, transfer_bytes: this.transferBytes },
+      io_queue: {
+        depth: this.slots + 1,
+        transfer_bytes: this.transferBytes,
+        data_pointer: this.sgl ? "sgl" : "prp",
+      },
       stats: { ...this.stats, outstanding: this.outstanding },
       namespaces: this.namespaces.map((n) => ({
         nsid: n.nsid,

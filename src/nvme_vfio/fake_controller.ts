@@ -67,6 +67,8 @@ export interface FakeNvmeOptions {
   dstrd?: number;
   /** CAP.MQES (0's based). */
   mqes?: number;
+  /** Identify SGLS (0: PRPs only). */
+  sgls?: number;
 }
 
 /** A stalled command: what the test may complete later. */
@@ -95,6 +97,8 @@ export class FakeNvmeController implements NvmeMmio, DmaSpace {
   readonly counts = new Map<string, number>();
   /** I/O commands whose PRP2 pointed at a PRP list. */
   prpListsUsed = 0;
+  /** I/O commands whose data came through an SGL descriptor. */
+  sglsUsed = 0;
   /** When it returns true for an I/O command, the command is held, never completed. */
   stall: ((opc: number) => boolean) | null = null;
   readonly stalled: Stalled[] = [];
@@ -113,6 +117,7 @@ export class FakeNvmeController implements NvmeMmio, DmaSpace {
       dlfeat: opts.dlfeat ?? 1,
       dstrd: opts.dstrd ?? 0,
       mqes: opts.mqes ?? 1023,
+      sgls: opts.sgls ?? 0,
     };
     this.blockSize = this.#opts.blockSize;
     this.numBlocks = this.#opts.numBlocks;
@@ -329,6 +334,7 @@ export class FakeNvmeController implements NvmeMmio, DmaSpace {
             nn: 1,
             oncs: this.#opts.oncs,
             vwc: 1,
+            sgls: this.#opts.sgls,
             subnqn: "nqn.2019-08.org.qemu:FAKE0001",
           });
         } else if (cns === NvmeCns.Namespace) {
@@ -386,6 +392,21 @@ export class FakeNvmeController implements NvmeMmio, DmaSpace {
 
   /** The data pages of a command per its PRPs; status on a PRP rule violation. */
   #prpPages(v: DataView, len: number): { iova: number; len: number }[] | number {
+    const psdt = v.getUint8(1) >> 6;
+    if (psdt !== 0) {
+      if ((this.#opts.sgls & 3) === 0 || psdt !== 1) {
+        return nvmeStatus(SCT_GENERIC, NvmeGenericSc.InvalidField, true);
+      }
+      // One Data Block descriptor (type 0, address subtype) of exactly the transfer.
+      if (v.getUint8(39) !== 0) {
+        return nvmeStatus(SCT_GENERIC, NvmeGenericSc.SglDescriptorTypeInvalid, true);
+      }
+      if (v.getUint32(32, true) !== len) {
+        return nvmeStatus(SCT_GENERIC, NvmeGenericSc.DataSglLengthInvalid, true);
+      }
+      this.sglsUsed++;
+      return [{ iova: v.getUint32(24, true) + v.getUint32(28, true) * 0x1_0000_0000, len }];
+    }
     const prp1 = v.getUint32(24, true) + v.getUint32(28, true) * 0x1_0000_0000;
     const prp2 = v.getUint32(32, true) + v.getUint32(36, true) * 0x1_0000_0000;
     const out: { iova: number; len: number }[] = [];

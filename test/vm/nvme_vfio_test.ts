@@ -23,6 +23,13 @@ const HOST_TOKEN_AT = 8 << 20;
 const GUEST_TOKEN = "SLUICE-USERSPACE-NVME-DRIVER-WROTE-THIS";
 const GUEST_TOKEN_AT = 12 << 20;
 
+/** ANSI colour escapes (deno test colours its output), built without a control-character literal. */
+const COLOURS = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, "g");
+
+function stripColours(s: string): string {
+  return s.replace(COLOURS, "");
+}
+
 function parseReport(report: string): Map<string, string> {
   const out = new Map<string, string>();
   for (const line of report.split("\n")) {
@@ -54,7 +61,7 @@ Deno.test("nvme_vfio: the user-space driver passes the bdev conformance suite on
     });
     const tail = outputTail(r.output, 80);
     // The guest's test cases and facts, for the log of this run.
-    for (const line of r.output.replace(/\x1b\[[0-9;]*m/g, "").split("\n")) {
+    for (const line of stripColours(r.output).split("\n")) {
       if (/ \.\.\. (ok|FAILED)|^NVME_FACT |^Nvme|: shutdown/.test(line)) {
         console.log(`  guest: ${line}`);
       }
@@ -99,7 +106,7 @@ Deno.test("nvme_vfio: inside the guest sluice serves the nvme bdev over NVMe/TCP
       timeoutSec: 900,
     });
     const tail = outputTail(r.output, 80);
-    for (const line of r.output.replace(/\x1b\[[0-9;]*m/g, "").split("\n")) {
+    for (const line of stripColours(r.output).split("\n")) {
       if (/^NVME_FACT |^Nvme|IOPS=|err=/.test(line)) console.log(`  guest: ${line}`);
     }
     assert.equal(r.exitCode, 0, tail);
@@ -135,7 +142,7 @@ Deno.test("nvme_vfio: commands slowed past the timeout by QEMU throttling are ab
       timeoutSec: 900,
     });
     const tail = outputTail(r.output, 80);
-    for (const line of r.output.replace(/\x1b\[[0-9;]*m/g, "").split("\n")) {
+    for (const line of stripColours(r.output).split("\n")) {
       if (/ \.\.\. (ok|FAILED)|^NVME_FACT |^Nvme0/.test(line)) console.log(`  guest: ${line}`);
     }
     assert.equal(r.exitCode, 0, tail);

@@ -76,6 +76,18 @@ bdevConformance({
   },
 });
 
+bdevConformance({
+  module: "nvme (SGL data pointers)",
+  startThread: startReactor,
+  async create(registry) {
+    const fake = new FakeNvmeController({ sgls: 1 });
+    return (await attachFake(registry, fake, { maxTransferBytes: 32768 }))[0] as string;
+  },
+  async destroy(registry) {
+    await detachNvmeController(registry, "Nvme0");
+  },
+});
+
 async function withNvme(
   fakeOpts: FakeNvmeOptions,
   opts: Omit<NvmeDriverOptions, "log">,
@@ -168,6 +180,22 @@ Deno.test("nvme: a large write uses PRP lists and several commands; data round-t
     await runIo(ch, (io) => ch.read(io, back, 10, n));
     assertEquals(back, buf);
   });
+});
+
+Deno.test("nvme: with SGL support a transfer is one Data Block descriptor, no PRP list; useSgl false keeps PRPs", async () => {
+  for (const useSgl of [true, false]) {
+    await withNvme({ sgls: 1 }, { maxTransferBytes: 65536, useSgl }, async ({ fake, ch }) => {
+      const bs = ch.bdev.blockSize;
+      const buf = new Uint8Array(64 * bs);
+      fillPattern(buf, 3, bs, 4);
+      await runIo(ch, (io) => ch.write(io, buf, 3, 64));
+      const back = new Uint8Array(buf.length);
+      await runIo(ch, (io) => ch.read(io, back, 3, 64));
+      assertEquals(back, buf);
+      assertEquals(fake.sglsUsed > 0, useSgl);
+      assertEquals(fake.prpListsUsed > 0, !useSgl);
+    });
+  }
 });
 
 Deno.test("nvme: a command that never completes is aborted, then the controller is reset; the I/O fails with ETIMEDOUT and the next one works", async () => {
