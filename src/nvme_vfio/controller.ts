@@ -214,6 +214,8 @@ export class NvmeController {
   bounce: Uint8Array<ArrayBuffer>[] = [];
   #bounceIova: number[] = [];
   #prpList: DataView[] = [];
+  /** The first 16 bytes of each bounce buffer, for a Dataset Management range. */
+  #rangeView: DataView[] = [];
   #prpIova: number[] = [];
   #owner: (NvmeSlotOwner | null)[] = [];
   #submittedAt: Float64Array = new Float64Array(0);
@@ -332,6 +334,7 @@ export class NvmeController {
     for (let i = 0; i < this.slots; i++) {
       const b = this.#ioRegion.alloc(xfer);
       this.bounce.push(b.bytes);
+      this.#rangeView.push(new DataView(b.bytes.buffer, b.bytes.byteOffset, 16));
       this.#bounceIova.push(b.iova);
       const l = this.#ioRegion.alloc(PAGE);
       this.#prpList.push(new DataView(l.bytes.buffer, l.bytes.byteOffset, PAGE));
@@ -656,8 +659,7 @@ export class NvmeController {
         break;
       case NvmeIoOp.Deallocate: {
         // One range in the bounce buffer: context attributes, length, SLBA.
-        const b = this.bounce[slot] as Uint8Array;
-        const r = new DataView(b.buffer, b.byteOffset, 16);
+        const r = this.#rangeView[slot] as DataView;
         r.setUint32(0, 0, true);
         r.setUint32(4, blocks, true);
         setU64(r, 8, lba);
@@ -903,6 +905,7 @@ export class NvmeController {
   #freeMemory(): void {
     this.bounce = [];
     this.#prpList = [];
+    this.#rangeView = [];
     this.#io = null;
     for (const r of [this.#ioRegion, this.#adminRegion]) {
       try {

@@ -1,17 +1,18 @@
 /**
  * RPCs of the nvme bdev (SPDK's names): bdev_nvme_attach_controller,
- * bdev_nvme_detach_controller, bdev_nvme_get_controllers. PCIe only: the
+ * bdev_nvme_detach_controller, bdev_nvme_reset_controller, bdev_nvme_get_controllers. PCIe only: the
  * appliance drives local controllers; NVMe/TCP is what it serves.
  * @module
  */
 import type { AppContext } from "../../rpc/context.ts";
 import type { RpcTable } from "../../rpc/rpc.ts";
-import { RpcParamsError } from "../../rpc/errors.ts";
+import { RpcError, RpcParamsError } from "../../rpc/errors.ts";
 import {
   attachNvmeController,
   detachAllNvmeControllers,
   detachNvmeController,
   getNvmeControllers,
+  nvmeControllerOf,
 } from "./nvme.ts";
 
 const BDF = /^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-1][0-9a-fA-F]\.[0-7]$/;
@@ -77,6 +78,21 @@ export function registerNvmeRpcs(table: RpcTable<AppContext>): void {
       }
     }
     await detachNvmeController(ctx.bdevs, name);
+    return true;
+  });
+
+  table.register("bdev_nvme_reset_controller", {
+    help: "Reset an NVMe controller: outstanding I/Os fail, queues are recreated (params: name)",
+    mutating: true,
+  }, async (p, ctx) => {
+    const name = p.str("name");
+    p.done();
+    const ctrl = nvmeControllerOf(ctx.bdevs, name);
+    await ctrl.reset("requested by bdev_nvme_reset_controller");
+    await ctrl.settled();
+    if (ctrl.state !== "enabled") {
+      throw new RpcError(-5, `nvme controller "${name}" is ${ctrl.state}: ${ctrl.failReason}`);
+    }
     return true;
   });
 

@@ -51,7 +51,7 @@ bdevConformance({
   },
 });
 
-Deno.test(`nvme over VFIO ${DATA}: RPC attach, host data, guest write, PRP-list transfer, flush, detach`, async () => {
+Deno.test(`nvme over VFIO ${DATA}: RPC attach, host data, guest write, PRP-list transfer, flush, reset, detach`, async () => {
   const app = new App(undefined, (m) => console.log(m));
   app.start();
   try {
@@ -88,6 +88,11 @@ Deno.test(`nvme over VFIO ${DATA}: RPC attach, host data, guest write, PRP-list 
       await runIo(ch, (io) => ch.read(io, back, 4097, n));
       assert(back.every((b, i) => b === big[i]), "1 MiB transfer reads back");
       await runIo(ch, (io) => ch.flush(io, 0, ch.bdev.numBlocks));
+      // A reset by RPC (disable, enable, queues recreated): the data is still there after it.
+      assertEquals(await app.call("bdev_nvme_reset_controller", { name: "Nvme1" }), true);
+      back.fill(0);
+      await runIo(ch, (io) => ch.read(io, back, 4097, n));
+      assert(back.every((b, i) => b === big[i]), "the transfer reads back after a reset");
       const ctrl = nvmeControllerOf(app.bdevs, "Nvme1");
       fact({ data_stats: ctrl.stats, transfer_bytes: ctrl.transferBytes, sgl: ctrl.sgl });
       assertEquals(ctrl.sgl, false);
