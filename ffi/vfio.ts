@@ -71,6 +71,19 @@ export const VfioPciRegion = {
   VGA: 8,
 } as const;
 
+/** Interrupt indexes of a vfio-pci device. REQ: the kernel asks the user to release the device. */
+export const VfioPciIrq = { INTX: 0, MSI: 1, MSIX: 2, ERR: 3, REQ: 4 } as const;
+
+/** vfio_irq_set.flags. */
+export const VfioIrqSetFlags = {
+  DATA_NONE: 1 << 0,
+  DATA_BOOL: 1 << 1,
+  DATA_EVENTFD: 1 << 2,
+  ACTION_MASK: 1 << 3,
+  ACTION_UNMASK: 1 << 4,
+  ACTION_TRIGGER: 1 << 5,
+} as const;
+
 /** PCI configuration space offsets and bits used by drivers (PCI Local Bus 3.0). */
 export const PciConfig = {
   VENDOR_ID: 0x00,
@@ -379,6 +392,39 @@ export class VfioDevice {
     const cmd = this.configRead(PciConfig.COMMAND, 2);
     if ((cmd & PciConfig.COMMAND_MASTER) !== 0) {
       this.configWrite(PciConfig.COMMAND, 2, cmd & ~PciConfig.COMMAND_MASTER);
+    }
+  }
+
+  /** VFIO_DEVICE_GET_IRQ_INFO: how many interrupts of `index` the device has (0 when none). */
+  irqCount(index: number): number {
+    const b = new Uint8Array(16);
+    const v = new DataView(b.buffer);
+    v.setUint32(0, 16, true);
+    v.setUint32(8, index, true);
+    const r = ioctl(this.fd, VfioIoctl.DEVICE_GET_IRQ_INFO, addr(b));
+    if (r < 0) return 0;
+    return v.getUint32(12, true);
+  }
+
+  /**
+   * VFIO_DEVICE_SET_IRQS with an eventfd as the trigger of interrupt 0 of `index` (for REQ:
+   * the kernel signals it when it wants the device back, e.g. on removal); fd -1 disables it.
+   */
+  setIrqEventfd(index: number, fd: number): void {
+    const b = new Uint8Array(24);
+    const v = new DataView(b.buffer);
+    v.setUint32(0, 24, true);
+    v.setUint32(4, VfioIrqSetFlags.DATA_EVENTFD | VfioIrqSetFlags.ACTION_TRIGGER, true);
+    v.setUint32(8, index, true);
+    v.setUint32(12, 0, true);
+    v.setUint32(16, 1, true);
+    v.setInt32(20, fd, true);
+    const r = ioctl(this.fd, VfioIoctl.DEVICE_SET_IRQS, addr(b));
+    if (r < 0) {
+      throw new VfioError(
+        `VFIO_DEVICE_SET_IRQS(${this.bdf}, index ${index}) failed: ${errnoName(-r)}`,
+        -r,
+      );
     }
   }
 

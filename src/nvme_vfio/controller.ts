@@ -802,6 +802,15 @@ export class NvmeController {
     this.onStateChange?.();
   }
 
+  /**
+   * The device is going away (the kernel asked for it back, or it stopped answering): fail
+   * outstanding and future I/Os with EIO. {@link detach} then releases it without a shutdown.
+   */
+  markRemoved(reason: string): void {
+    if (this.state === "removed" || this.state === "shutdown") return;
+    this.#fail("removed", reason);
+  }
+
   /** Waiters learn the state changed: they fail their queued I/Os or retry. */
   #notifyWaiters(): void {
     const ws = this.#waiters.splice(0);
@@ -896,7 +905,8 @@ export class NvmeController {
     } catch (e) {
       this.#log(`${this.name}: shutdown: ${(e as Error).message}`);
     } finally {
-      this.state = "shutdown";
+      // A removed controller keeps saying so (bdev_nvme_get_controllers shows why I/O fails).
+      if (this.state !== "removed") this.state = "shutdown";
       this.#failOutstanding(EIO);
       this.#freeMemory();
     }

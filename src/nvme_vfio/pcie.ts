@@ -4,7 +4,8 @@
  * bus master enabled, BAR0 mmapped, DMA mapped through the container.
  * @module
  */
-import { VfioPciFunction } from "../../ffi/vfio.ts";
+import { VfioPciFunction, VfioPciIrq } from "../../ffi/vfio.ts";
+import { eventfd, sym } from "../../ffi/libc.ts";
 import { VfioDmaSpace } from "./dma.ts";
 import { BarMmio } from "./mmio.ts";
 import type { DmaSpace } from "./dma.ts";
@@ -15,8 +16,17 @@ export interface PcieBackend {
   mmio: NvmeMmio;
   dma: DmaSpace;
   describe(): Record<string, unknown>;
-  close(): void;
+  /**
+   * Calls `onRequest` once if the kernel asks for the device back (vfio-pci's REQ interrupt:
+   * the device is being removed or unbound). Watched on Deno's blocking thread pool.
+   */
+  watchRemoval?(onRequest: () => void): void;
+  close(): void | Promise<void>;
 }
+
+const POLLIN = 1;
+/** How long one poll of the request eventfd sleeps before looking at `closed` again. */
+const REQ_POLL_MS = 1000;
 
 /**
  * Opens `bdf` for the driver.
@@ -33,6 +43,19 @@ export function openPcieBackend(bdf: string): PcieBackend {
     const mmio = new BarMmio(bar);
     const dma = new VfioDmaSpace(fn.container);
     let closed = false;
+    // The kernel's request to release the device arrives on an eventfd.
+    let reqFd = -1;
+    if (dev.irqCount(VfioPciIrq.REQ) > 0) {
+      reqFd = eventfd();
+      try {
+        dev.setIrqEventfd(VfioPciIrq.REQ, reqFd);
+      } catch {
+        sym.close(reqFd);
+        reqFd = -1;
+      }
+    }
+    let watching: Promise<void> | null = null;
+    const wakeOne = new BigUint64Array([1n]);
     return {
       mmio,
       dma,
@@ -41,10 +64,36 @@ export function openPcieBackend(bdf: string): PcieBackend {
         iommu_group: fn.group,
         bar0_bytes: bar.length,
         function_reset: didReset,
+        removal_notification: reqFd >= 0,
       }),
-      close: () => {
+      watchRemoval: (onRequest) => {
+        if (reqFd < 0 || watching !== null) return;
+        const pfd = new Uint8Array(8);
+        const pv = new DataView(pfd.buffer);
+        pv.setInt32(0, reqFd, true);
+        pv.setInt16(4, POLLIN, true);
+        const sink = new BigUint64Array(1);
+        watching = (async () => {
+          while (!closed) {
+            pv.setInt16(6, 0, true);
+            const n = await sym.poll_nonblocking(pfd, 1n, REQ_POLL_MS);
+            if (closed) break;
+            if (n > 0 && (pv.getInt16(6, true) & POLLIN) !== 0) {
+              sym.read(reqFd, sink, 8n);
+              onRequest();
+              break;
+            }
+          }
+        })();
+      },
+      close: async () => {
         if (closed) return;
         closed = true;
+        if (watching !== null) {
+          // Wake the watcher's poll so it ends now, not at its timeout.
+          sym.write(reqFd, wakeOne, 8n);
+          await watching;
+        }
         try {
           dev.disableBusMaster();
         } catch {
@@ -52,6 +101,7 @@ export function openPcieBackend(bdf: string): PcieBackend {
         }
         bar.unmap();
         fn.close();
+        if (reqFd >= 0) sym.close(reqFd);
       },
     };
   } catch (e) {

@@ -48,7 +48,9 @@ export interface NvmeBackend {
   dma: DmaSpace;
   /** Facts for bdev_nvme_get_controllers (PCI address, IOMMU group...). */
   describe(): Record<string, unknown>;
-  close(): void;
+  /** Calls `onRequest` once if the device must be given back (removal); optional. */
+  watchRemoval?(onRequest: () => void): void;
+  close(): void | Promise<void>;
 }
 
 /** Opens a backend for a transport address (tests inject an in-memory controller). */
@@ -455,11 +457,16 @@ export async function attachNvmeController(
       log,
     });
   } catch (e) {
-    backend.close();
+    await backend.close();
     throw e;
   }
   const c = new NvmeCtrlr(params, ctrl, backend);
   map.set(params.name, c);
+  backend.watchRemoval?.(() => {
+    onRemovalRequest(registry, c, log).catch((e) =>
+      log(`${c.name}: releasing the removed device: ${(e as Error).message}`)
+    );
+  });
   try {
     for (const ns of ctrl.namespaces) {
       const fnTable = new NvmeBdev(c, ns);
@@ -512,8 +519,33 @@ export async function detachNvmeController(registry: BdevRegistry, name: string)
   try {
     await c.ctrl.detach();
   } finally {
-    c.backend.close();
+    await c.backend.close();
   }
+}
+
+/**
+ * The kernel asks for the device back (it is being removed): fail its I/O, delete the bdevs
+ * nobody has open, release the device so the removal can finish. The controller stays listed
+ * as `removed` until bdev_nvme_detach_controller (after its users closed the bdevs).
+ */
+async function onRemovalRequest(
+  registry: BdevRegistry,
+  c: NvmeCtrlr,
+  log: (msg: string) => void,
+): Promise<void> {
+  if (c.detaching) return;
+  log(`${c.name}: the kernel asks for ${c.traddr} back (device removal): failing its I/O`);
+  c.ctrl.markRemoved("device removed (the kernel asked for it back)");
+  for (const b of c.bdevNames) {
+    try {
+      if (registry.has(b)) await registry.unregister(b);
+    } catch {
+      // Still open: its I/O fails with EIO until its user closes it.
+    }
+  }
+  await c.ctrl.detach();
+  await c.backend.close();
+  log(`${c.name}: ${c.traddr} released`);
 }
 
 /** Detaches every controller (at exit: each gets its shutdown notification). */

@@ -253,6 +253,57 @@ Deno.test("nvme: a removed device fails in-flight and new I/Os with EIO and the 
   });
 });
 
+Deno.test("nvme: when the kernel asks for the device back, I/O fails with EIO, the device is released, the controller stays listed as removed", async () => {
+  const fake = new FakeNvmeController();
+  const registry = new BdevRegistry();
+  const { thread, stop } = await startReactor();
+  let request: (() => void) | null = null;
+  const backend = {
+    ...fakeBackend(fake),
+    watchRemoval(cb: () => void) {
+      request = cb;
+    },
+  };
+  let closed = false;
+  backend.close = () => {
+    closed = true;
+  };
+  await attachNvmeController(
+    registry,
+    { name: "Nvme0", trtype: "PCIe", traddr: "0000:00:04.0" },
+    () => {},
+    () => backend,
+  );
+  const desc = registry.open("Nvme0n1", true);
+  const ch = desc.getIoChannel(thread);
+  try {
+    const buf = new Uint8Array(512);
+    await runIo(ch, (io) => ch.read(io, buf, 0, 1));
+    fake.stall = () => true;
+    const p = runIo(ch, (io) => ch.read(io, buf, 1, 1));
+    assert(request !== null, "the module watches for removal");
+    (request as () => void)();
+    const err = await assertRejects(() => p, BdevIoError);
+    assertEquals(err.code, -5);
+    for (let i = 0; i < 50 && !closed; i++) await new Promise((r) => setTimeout(r, 10));
+    assert(closed, "the device was released");
+    assertEquals(fake.mappedRegions, 0);
+    const err2 = await assertRejects(() => runIo(ch, (io) => ch.read(io, buf, 0, 1)), BdevIoError);
+    assertEquals(err2.code, -5);
+    const [c] = getNvmeControllers(registry);
+    assertEquals(
+      ((c?.ctrlrs as Record<string, unknown>[])[0] as Record<string, unknown>).state,
+      "removed",
+    );
+  } finally {
+    ch.close();
+    desc.close();
+  }
+  await detachNvmeController(registry, "Nvme0");
+  assertEquals(registry.has("Nvme0n1"), false);
+  await stop();
+});
+
 Deno.test("nvme: an idle controller rings no doorbells and the reactor parks", async () => {
   await withNvme({}, {}, async ({ fake, reactor, ch }) => {
     const buf = new Uint8Array(ch.bdev.blockSize);

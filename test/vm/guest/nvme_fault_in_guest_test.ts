@@ -60,3 +60,71 @@ Deno.test(`nvme over VFIO ${BDF}: commands slowed past the timeout are aborted, 
     await app.shutdown();
   }
 });
+
+Deno.test(`nvme over VFIO ${BDF}: removing the PCI device fails the I/O with EIO, the driver releases it, the appliance stays up`, async () => {
+  const logs: string[] = [];
+  const app = new App(undefined, (m) => {
+    logs.push(m);
+    console.log(m);
+  });
+  app.start();
+  try {
+    await app.call("bdev_nvme_attach_controller", { name: "Nvme0", trtype: "PCIe", traddr: BDF });
+    await app.call("bdev_malloc_create", { name: "Malloc0", num_blocks: 256, block_size: 512 });
+    const desc = app.bdevs.open("Nvme0n1", true);
+    const ch = desc.getIoChannel(app.reactor);
+    let ok = 0;
+    let failure = 0;
+    try {
+      // Reads keep going while the kernel removes the device under vfio-pci: vfio-pci asks the
+      // driver for it back (REQ interrupt), the driver fails its I/O and lets go, the removal ends.
+      const reads = (async () => {
+        const b = new Uint8Array(4096);
+        for (let i = 0; i < 100_000; i++) {
+          try {
+            await runIo(ch, (io) => ch.read(io, b, (i % 64) * 8, 8));
+            ok++;
+          } catch (e) {
+            failure = e instanceof BdevIoError ? e.code : -999;
+            return;
+          }
+        }
+      })();
+      while (ok < 4) await new Promise((r) => setTimeout(r, 10));
+      // The write to `remove` blocks until vfio-pci has the device back: another process.
+      const remove = new Deno.Command("sh", {
+        args: ["-c", `echo 1 > /sys/bus/pci/devices/${BDF}/remove`],
+      }).output();
+      await reads;
+      const rm = await remove;
+      console.log(`NVME_FACT ${JSON.stringify({ reads_ok: ok, failure, remove_rc: rm.code })}`);
+      assertEquals(failure, -5, "the first failed read says EIO");
+      assertEquals(rm.code, 0);
+      let gone = false;
+      try {
+        await Deno.stat(`/sys/bus/pci/devices/${BDF}`);
+      } catch {
+        gone = true;
+      }
+      assert(gone, "the device left the PCI tree");
+      const ctrls = await app.call("bdev_nvme_get_controllers", {}) as Record<string, unknown>[];
+      const state = ((ctrls[0]?.ctrlrs as Record<string, unknown>[])[0] as Record<string, unknown>)
+        .state;
+      assertEquals(state, "removed");
+      // Everything else still serves.
+      const m = app.bdevs.open("Malloc0", true);
+      const mch = m.getIoChannel(app.reactor);
+      const w = new Uint8Array(512).fill(7);
+      await runIo(mch, (io) => mch.write(io, w, 0, 1));
+      mch.close();
+      m.close();
+    } finally {
+      ch.close();
+      desc.close();
+    }
+    await app.call("bdev_nvme_detach_controller", { name: "Nvme0" });
+    assert(logs.some((l) => l.includes("released")), "the driver released the device");
+  } finally {
+    await app.shutdown();
+  }
+});
