@@ -51,7 +51,7 @@ bdevConformance({
   },
 });
 
-Deno.test(`nvme over VFIO ${DATA}: RPC attach, host data, guest write, PRP-list transfer, flush, reset, detach`, async () => {
+Deno.test(`nvme over VFIO ${DATA}: RPC attach, host data, guest write, PRP-list transfer, flush, reset, idle parks, detach`, async () => {
   const app = new App(undefined, (m) => console.log(m));
   app.start();
   try {
@@ -93,6 +93,16 @@ Deno.test(`nvme over VFIO ${DATA}: RPC attach, host data, guest write, PRP-list 
       back.fill(0);
       await runIo(ch, (io) => ch.read(io, back, 4097, n));
       assert(back.every((b, i) => b === big[i]), "the transfer reads back after a reset");
+      // Idle with the channel open: the poller reports no work, the reactor sleeps in the kernel.
+      await new Promise((r) => setTimeout(r, 300));
+      const busy = app.reactor.stats.busyIterations;
+      await new Promise((r) => setTimeout(r, 1000));
+      fact({
+        idle_busy_iterations: app.reactor.stats.busyIterations - busy,
+        parked: app.reactor.parked,
+      });
+      assertEquals(app.reactor.stats.busyIterations, busy, "no busy iterations while idle");
+      assert(app.reactor.parked, "the reactor is parked while the controller is idle");
       const ctrl = nvmeControllerOf(app.bdevs, "Nvme1");
       fact({ data_stats: ctrl.stats, transfer_bytes: ctrl.transferBytes, sgl: ctrl.sgl });
       assertEquals(ctrl.sgl, false);
