@@ -1,6 +1,6 @@
 import { bdevConformance, fillPattern } from "../../testing/bdev_conformance.ts";
 import { startReactor } from "../../testing/reactor_thread.ts";
-import { assert, assertEquals, assertRejects } from "../../testing/assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "../../testing/assert.ts";
 import { BdevIoError, BdevRegistry, runIo } from "../../bdev/mod.ts";
 import { FakeNvmeController, type FakeNvmeOptions } from "../../nvme_vfio/fake_controller.ts";
 import { NvmeIoOpcode } from "../../nvme/mod.ts";
@@ -302,6 +302,40 @@ Deno.test("nvme: when the kernel asks for the device back, I/O fails with EIO, t
   await detachNvmeController(registry, "Nvme0");
   assertEquals(registry.has("Nvme0n1"), false);
   await stop();
+});
+
+Deno.test("nvme: doorbell stride from CAP.DSTRD and a tiny queue from CAP.MQES: 64 concurrent I/Os still round-trip", async () => {
+  await withNvme({ dstrd: 2, mqes: 3 }, {}, async ({ fake, registry, ch }) => {
+    assertEquals(nvmeControllerOf(registry, "Nvme0").slots, 3);
+    const bs = ch.bdev.blockSize;
+    const bufs = Array.from({ length: 64 }, (_, i) => {
+      const b = new Uint8Array(bs);
+      fillPattern(b, i * 3, bs, 8);
+      return b;
+    });
+    await Promise.all(bufs.map((b, i) => runIo(ch, (io) => ch.write(io, b, i * 3, 1))));
+    const back = bufs.map(() => new Uint8Array(bs));
+    await Promise.all(back.map((b, i) => runIo(ch, (io) => ch.read(io, b, i * 3, 1))));
+    back.forEach((b, i) => assertEquals(b, bufs[i]));
+    assert(fake.doorbells > 0);
+  });
+});
+
+Deno.test("nvme: a channel on a second thread is refused: one I/O queue pair, polled by one reactor", async () => {
+  await withNvme({}, {}, async ({ registry }) => {
+    const other = await startReactor();
+    const desc = registry.open("Nvme0n1", false);
+    try {
+      assertThrows(
+        () => desc.getIoChannel(other.thread),
+        Error,
+        "already polled by another thread",
+      );
+    } finally {
+      desc.close();
+      await other.stop();
+    }
+  });
 });
 
 Deno.test("nvme: an idle controller rings no doorbells and the reactor parks", async () => {
