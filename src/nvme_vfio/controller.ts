@@ -87,7 +87,7 @@ export interface NvmeDriverOptions {
 
 /** Defaults of {@link NvmeDriverOptions}. */
 export const NVME_DRIVER_DEFAULTS = {
-  ioQueueDepth: 64,
+  ioQueueDepth: 128,
   maxTransferBytes: 128 * 1024,
   ioTimeoutMs: 30_000,
   adminTimeoutMs: 30_000,
