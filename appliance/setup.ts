@@ -18,7 +18,8 @@
  * container node `/dev/vfio/vfio`, and a group whose other devices do not belong to a kernel
  * driver (VFIO only opens a group when all its devices are VFIO's or driverless). A device whose
  * namespaces are mounted, used as swap, or held by device-mapper/md is refused (named addresses)
- * or skipped (no addresses).
+ * or skipped (no addresses). Unbinding refuses (or skips) a device whose VFIO group a process has
+ * open, since the kernel would block until that process lets go.
  *
  * Exit status: 0 done, 1 a check or a bind failed (message on stderr), 2 usage error.
  * @module
@@ -246,14 +247,43 @@ export async function unbindVfio(
   if (!(await isDir(`${host.sys}/bus/pci/drivers/nvme`))) {
     throw new SetupError("the kernel's nvme driver is not available: modprobe nvme failed");
   }
+  const named = addresses.length > 0;
   for (const d of targets) {
     if (d.driver === "nvme") {
       say(`${d.address} (${d.id}): already on nvme`);
       continue;
     }
+    // Unbinding a device a VFIO user holds blocks in the kernel until that user lets go (vfio-pci
+    // asks it through the request interrupt): refuse instead of hanging.
+    const users = d.driver === "vfio-pci" && d.iommuGroup !== null
+      ? await vfioGroupUsers(host, d.iommuGroup)
+      : [];
+    if (users.length > 0) {
+      const why = `${d.address} is in use: ${host.dev}/vfio/${d.iommuGroup} is open in ${
+        users.join(", ")
+      }`;
+      if (named) throw new SetupError(`${why}. Stop it (or detach the controller) first.`);
+      say(`${why}: skipped`);
+      continue;
+    }
     await rebind(host, d.address, null);
     say(`${d.address} (${d.id}): ${d.driver ?? "no driver"} -> nvme`);
   }
+}
+
+/** Processes that have `/dev/vfio/<group>` open, as "pid N (comm)". */
+async function vfioGroupUsers(host: SetupHost, group: number): Promise<string[]> {
+  const node = `${host.dev}/vfio/${group}`;
+  const users: string[] = [];
+  for (const pid of (await listDir(host.proc)).filter((n) => /^\d+$/.test(n)).sort()) {
+    for (const fd of await listDir(`${host.proc}/${pid}/fd`)) {
+      if ((await readLink(`${host.proc}/${pid}/fd/${fd}`)) === node) {
+        users.push(`pid ${pid} (${await readText(`${host.proc}/${pid}/comm`) || "?"})`);
+        break;
+      }
+    }
+  }
+  return users;
 }
 
 /** Throws a SetupError that says what is missing for VFIO; loads the modules it can. */

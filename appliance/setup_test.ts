@@ -321,3 +321,29 @@ Deno.test("setup: wired into the sluice command with --help", async () => {
     /Usage: sluice setup \[status\|bind\|unbind\]/,
   );
 });
+
+Deno.test("setup: unbind refuses a device whose VFIO group a process has open, and skips it when none is named", async () => {
+  const { host, root } = await fakeHost({
+    devices: [{ address: A, driver: "vfio-pci", group: 1 }],
+    vfioPci: true,
+    type1: true,
+    container: true,
+  });
+  try {
+    await Deno.writeTextFile(`${host.dev}/vfio/1`, "");
+    await Deno.mkdir(`${host.proc}/4242/fd`, { recursive: true });
+    await Deno.writeTextFile(`${host.proc}/4242/comm`, "deno\n");
+    await Deno.symlink(`${host.dev}/vfio/1`, `${host.proc}/4242/fd/7`);
+    await assert.rejects(
+      unbindVfio([A], host, quiet),
+      /0000:00:04\.0 is in use: .*\/vfio\/1 is open in pid 4242 \(deno\)/,
+    );
+    const said: string[] = [];
+    await unbindVfio([], host, (l) => said.push(l));
+    assert.equal(said.length, 1);
+    assert.match(said[0] ?? "", /is open in pid 4242 \(deno\): skipped$/);
+    await assert.rejects(Deno.stat(`${host.sys}/bus/pci/devices/${A}/driver_override`));
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

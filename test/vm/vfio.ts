@@ -10,7 +10,8 @@
  *   required with KVM's in-kernel irqchip);
  * - one or more emulated NVMe controllers (`-device nvme`), each backed by a raw file on the host
  *   and placed at a fixed PCI address: the first at 0000:00:04.0, the next at 0000:00:05.0, ...
- *   ({@linkcode nvmePciAddress});
+ *   ({@linkcode nvmePciAddress}), or, {@linkcode NvmeDisk.hotpluggable}, behind a PCIe root port so
+ *   that a test can remove it from the running guest ({@linkcode unplugNvme});
  * - Deno (the lab's deno piece) and the sluice tree at `/sluice` (appliance/, src/, ffi/, wasm/
  *   with wasm/dist, bench/, test/ and deno.json, as they are in the working tree, so uncommitted
  *   work is tested too). sluice imports nothing but `node:` built-ins, so Deno needs no network
@@ -48,6 +49,7 @@
 
 import { type GuestOptions, type GuestResult, runGuest } from "./guest.ts";
 import { repoRoot } from "./lab.ts";
+import { Qmp } from "./migration.ts";
 
 /** One emulated NVMe controller with one namespace backed by a host file. */
 export interface NvmeDisk {
@@ -64,6 +66,13 @@ export interface NvmeDisk {
    * (`"throttling.iops-total=10"`).
    */
   driveProps?: string;
+  /**
+   * Put the controller behind its own PCIe root port, so that it can be removed while the guest
+   * runs (QMP `device_del` with {@linkcode nvmeDeviceId}; the guest's pciehp/ACPI hotplug takes
+   * it away). Its address is then 0000:0<n>:00.0 with n counting such disks from 1, see
+   * {@linkcode nvmeAddresses}. Devices on the root bus cannot be unplugged.
+   */
+  hotpluggable?: boolean;
 }
 
 /** Options of {@linkcode runVfioGuest}: those of runGuest, plus the NVMe disks. */
@@ -96,7 +105,26 @@ const TREE_SKIP = [/\/target(\/|$)/, /^wasm\/kernels(\/|$)/, /^var(\/|$)/, /\/\.
 /** A file this big in the tree is a mistake (a disk image left behind), not source. */
 const TREE_MAX_FILE_BYTES = 16 * 1024 * 1024;
 
-/** The guest's PCI address of NVMe controller `index` (0-based). */
+/** QEMU's device id of NVMe controller `index`, for QMP (`device_del`). */
+export function nvmeDeviceId(index: number): string {
+  return `nvme${index}`;
+}
+
+/**
+ * The guest's PCI addresses of `disks`: on the root bus slot 4 + index; a hotpluggable disk sits
+ * on the secondary bus of its root port (in slot 4 + index), and Linux numbers those buses from
+ * 1 in slot order (the lab boots without firmware; the kernel assigns the bus numbers).
+ */
+export function nvmeAddresses(disks: readonly NvmeDisk[]): string[] {
+  let bus = 0;
+  return disks.map((d, i) => {
+    if (!d.hotpluggable) return nvmePciAddress(i);
+    nvmePciAddress(i); // range check of the root port's slot
+    return `0000:${(++bus).toString(16).padStart(2, "0")}:00.0`;
+  });
+}
+
+/** The guest's PCI address of NVMe controller `index` (0-based) on the root bus. */
 export function nvmePciAddress(index: number): string {
   const slot = FIRST_NVME_SLOT + index;
   if (!Number.isInteger(index) || index < 0 || slot > 0x1f) {
@@ -125,12 +153,20 @@ export function nvmeQemuArgs(disks: readonly NvmeDisk[]): string[] {
       "cache=writeback",
       ...(d.driveProps ? [d.driveProps] : []),
     ];
+    const slot = `0x${(FIRST_NVME_SLOT + i).toString(16)}`;
+    if (d.hotpluggable) {
+      // chassis/slot numbers only need to be unique per root port.
+      args.push(
+        "-device",
+        `pcie-root-port,id=rp${i},bus=pcie.0,addr=${slot},chassis=${i + 1},slot=${i + 1}`,
+      );
+    }
     const device = [
       "nvme",
+      `id=${nvmeDeviceId(i)}`,
       `serial=${serial}`,
       `drive=nvm${i}`,
-      "bus=pcie.0",
-      `addr=0x${(FIRST_NVME_SLOT + i).toString(16)}`,
+      ...(d.hotpluggable ? [`bus=rp${i}`, "addr=0x0"] : ["bus=pcie.0", `addr=${slot}`]),
       `logical_block_size=${bs}`,
       `physical_block_size=${bs}`,
       ...(d.deviceProps ? [d.deviceProps] : []),
@@ -148,7 +184,7 @@ export async function runVfioGuest(options: VfioGuestOptions): Promise<GuestResu
   const { disks, sluiceTree: withTree, ...rest } = options;
   if (disks.length === 0) throw new Error("runVfioGuest needs at least one NVMe disk.");
   for (const d of disks) await Deno.stat(d.path); // a missing image: QEMU's error is less clear
-  const bdfs = disks.map((_, i) => nvmePciAddress(i));
+  const bdfs = nvmeAddresses(disks);
   const files: Record<string, string | Uint8Array | URL> = {};
   if (withTree ?? true) Object.assign(files, await sluiceTreeFiles());
   Object.assign(files, options.files ?? {});
@@ -168,6 +204,21 @@ export async function runVfioGuest(options: VfioGuestOptions): Promise<GuestResu
     },
     files,
   });
+}
+
+/**
+ * Removes NVMe controller `index` (a {@linkcode NvmeDisk.hotpluggable} one) from a running guest:
+ * QMP `device_del` on the socket given as runGuest's `qmp`. Returns once QEMU accepted the
+ * request; the guest then takes the device away (a few seconds; while a VFIO user holds it, the
+ * kernel asks that user to release it through the device's request interrupt first).
+ */
+export async function unplugNvme(qmpSocket: string, index: number): Promise<void> {
+  const q = await Qmp.connect(qmpSocket);
+  try {
+    await q.execute("device_del", { id: nvmeDeviceId(index) });
+  } finally {
+    q.close();
+  }
 }
 
 /**

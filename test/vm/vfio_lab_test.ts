@@ -7,6 +7,7 @@
  *   controller to vfio-pci; `sluice setup status --json` shows vfio-pci and its IOMMU group;
  * - Deno opens /dev/vfio/vfio and /dev/vfio/<group>, sets the type1 IOMMU, gets the device fd,
  *   and reads the PCI vendor id and NVMe CAP/VS through it (guest/vfio_check.ts);
+ * - `sluice setup unbind` refuses while a process holds the VFIO group (the kernel would block);
  * - `sluice setup unbind` gives the controller back to the kernel's nvme driver: its namespace
  *   reappears, with the data the host wrote into the image before boot and the data the guest
  *   wrote through the kernel before binding (which the host then finds in its file).
@@ -15,7 +16,13 @@
  */
 import assert from "node:assert/strict";
 import { outputTail } from "./guest.ts";
-import { createDiskImage, nvmePciAddress, runVfioGuest } from "./vfio.ts";
+import {
+  createDiskImage,
+  nvmeAddresses,
+  nvmePciAddress,
+  runVfioGuest,
+  unplugNvme,
+} from "./vfio.ts";
 
 const HOST_TOKEN = "SLUICE-HOST-WROTE-THIS-BEFORE-BOOT";
 const HOST_TOKEN_AT = 1 << 20;
@@ -131,6 +138,10 @@ Deno.test("vfio_lab: sluice setup binds an emulated NVMe to vfio-pci, Deno opens
     assert.ok((BigInt(`0x${check.cap}`) & 0xffffn) > 0n, `CAP ${check.cap}`);
     assert.equal(Number(`0x${check.vs}`) >>> 16, 1, `VS ${check.vs}`);
 
+    // A process holding the group: unbind refuses (1) and names it, instead of hanging.
+    assert.equal(get("UNBIND_HELD_RC"), "1", tail);
+    assert.equal(get("UNBIND_HELD_MSG"), "ok", tail);
+
     // Unbind: the kernel has the controller back, with both writes.
     assert.equal(get("UNBIND_RC"), "0", tail);
     assert.equal(get("AFTER_DRIVER"), "nvme");
@@ -142,6 +153,47 @@ Deno.test("vfio_lab: sluice setup binds an emulated NVMe to vfio-pci, Deno opens
     const onHost = await Deno.readFile(a);
     const guestBytes = onHost.subarray(GUEST_TOKEN_AT, GUEST_TOKEN_AT + GUEST_TOKEN.length);
     assert.equal(new TextDecoder().decode(guestBytes), GUEST_TOKEN);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("vfio_lab: a hotpluggable controller on vfio-pci is removed from the running guest (device_del), and sluice setup no longer lists it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-vfio-unplug-" });
+  const qmp = `${dir}/qmp.sock`;
+  try {
+    const disks = [
+      { path: await createDiskImage(`${dir}/nvm0.img`, 64) },
+      { path: await createDiskImage(`${dir}/nvm1.img`, 64), hotpluggable: true },
+    ];
+    const [addrA, addrB] = nvmeAddresses(disks);
+    assert.equal(addrB, "0000:01:00.0");
+    let unplug: Promise<void> | null = null;
+    const r = await runVfioGuest({
+      name: "vfio-unplug",
+      disks,
+      tools: false,
+      qmp,
+      onLine: (line) => {
+        if (line.startsWith("READY_FOR_UNPLUG") && unplug === null) unplug = unplugNvme(qmp, 1);
+      },
+      script: new URL("./guest/vfio_unplug.sh", import.meta.url),
+      timeoutSec: 300,
+    });
+    const tail = outputTail(r.output, 40);
+    assert.ok(unplug !== null, `the guest never asked for the unplug:\n${tail}`);
+    await unplug;
+    assert.equal(r.exitCode, 0, tail);
+    const rep = parseReport(r.report);
+    assert.equal(rep.get("BIND_RC"), "0", tail);
+    assert.equal(rep.get("BOUND_DRIVER"), "vfio-pci", tail);
+    assert.equal(rep.get("GONE"), "1", tail);
+    assert.equal(rep.get("STATUS_RC"), "0", tail);
+    const status = JSON.parse(rep.get("STATUS") ?? "{}") as { devices: StatusDevice[] };
+    assert.deepEqual(status.devices.map((d) => [d.address, d.driver]), [[addrA, "nvme"]]);
+    // The address is gone: a clear error, not a crash.
+    assert.equal(rep.get("UNBIND_GONE_RC"), "1", tail);
+    assert.match(r.output, /sluice setup: no PCI device 0000:01:00\.0/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

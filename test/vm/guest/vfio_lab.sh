@@ -48,6 +48,13 @@ report "VFIO_CHECK_RC=$?"
 report "VFIO_CHECK=$(cat /tmp/check.json)"
 dmesg | grep -iE 'DMAR.*fault|vfio' | tail -5
 
+echo "--- unbind refuses while a process holds the group (the kernel would block)"
+G=$(iommu_group_of "$A")
+exec 9<>"/dev/vfio/$G"
+deno run -A "$SLUICE/appliance/setup.ts" unbind "$A" 2>/tmp/err; report "UNBIND_HELD_RC=$?"
+cat /tmp/err; grep -q "/dev/vfio/$G is open in pid $$ " /tmp/err && report "UNBIND_HELD_MSG=ok"
+exec 9<&-
+
 echo "--- unbind: back to the kernel's nvme driver"
 umount /mnt/b
 sluice setup unbind "$A"; report "UNBIND_RC=$?"
