@@ -16,7 +16,7 @@
  */
 import assert from "node:assert/strict";
 import { outputTail } from "./guest.ts";
-import { createDiskImage, runVfioGuest } from "./vfio.ts";
+import { createDiskImage, nvmeAddresses, runVfioGuest, unplugNvme } from "./vfio.ts";
 
 const HOST_TOKEN = "SLUICE-HOST-BYTES-FOR-THE-VFIO-DRIVER";
 const HOST_TOKEN_AT = 8 << 20;
@@ -150,6 +150,50 @@ Deno.test("nvme_vfio: faults: commands slowed past the timeout by QEMU throttlin
     assert.equal(rep.get("BIND_RC"), "0", tail);
     assert.equal(rep.get("FAULT_TEST_RC"), "0", tail);
     assert.match(rep.get("FAULT_TEST_SUMMARY") ?? "", /^ok \| 2 passed \| 0 failed/, tail);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("nvme_vfio: faults: the host removes the controller (QMP device_del) under reads: EIO, the driver lets go, the removal completes, the appliance stays up", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-nvme-unplug-" });
+  const qmp = `${dir}/qmp.sock`;
+  try {
+    const disks = [
+      { path: await createDiskImage(`${dir}/a.img`, 64) },
+      { path: await createDiskImage(`${dir}/b.img`, 64), hotpluggable: true },
+    ];
+    assert.equal(nvmeAddresses(disks)[1], "0000:01:00.0");
+    let unplug: Promise<void> | null = null;
+    const r = await runVfioGuest({
+      name: "nvme-unplug",
+      disks,
+      tools: false,
+      qmp,
+      onLine: (line) => {
+        if (line.startsWith("READY_FOR_UNPLUG") && unplug === null) unplug = unplugNvme(qmp, 1);
+      },
+      script: new URL("./guest/nvme_unplug.sh", import.meta.url),
+      timeoutSec: 600,
+    });
+    const tail = outputTail(r.output, 60);
+    for (const line of stripColours(r.output).split("\n")) {
+      if (/^Nvme0|vfio-pci|pciehp/.test(line)) console.log(`  guest: ${line}`);
+    }
+    assert.ok(unplug !== null, `the guest never asked for the unplug:\n${tail}`);
+    await unplug;
+    assert.equal(r.exitCode, 0, tail);
+    const rep = parseReport(r.report);
+    console.log(`  report: ${r.report.replace(/\n/g, " ")}`);
+    assert.equal(rep.get("BIND_RC"), "0", tail);
+    assert.equal(rep.get("FAILURE"), "-5", tail);
+    assert.ok(Number(rep.get("READS_OK")) >= 50, tail);
+    assert.equal(rep.get("RELEASED"), "1", tail);
+    assert.equal(rep.get("STATE"), "removed", tail);
+    assert.equal(rep.get("MALLOC_OK"), "1", tail);
+    assert.equal(rep.get("DETACH_OK"), "1", tail);
+    assert.equal(rep.get("UNPLUG_RC"), "0", tail);
+    assert.equal(rep.get("GONE"), "1", tail);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
