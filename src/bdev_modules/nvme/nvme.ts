@@ -400,11 +400,23 @@ class NvmeBdev implements BdevFnTable<NvmeChannel> {
   }
 
   writeConfigJson(): RpcCall | null {
-    // The controller's attach recreates every namespace bdev: emit it once, with namespace 1... or the first.
+    // The controller's attach recreates every namespace bdev: emit it once, with the first.
     if (this.c.bdevNames[0] !== `${this.c.name}n${this.ns.nsid}`) return null;
+    const o = this.c.params.options ?? {};
     return {
       method: "bdev_nvme_attach_controller",
-      params: { name: this.c.name, trtype: "PCIe", traddr: this.c.traddr },
+      params: {
+        name: this.c.name,
+        trtype: "PCIe",
+        traddr: this.c.traddr,
+        io_queue_depth: o.ioQueueDepth,
+        max_transfer_bytes: o.maxTransferBytes,
+        timeout_us: o.ioTimeoutMs === undefined ? undefined : Math.round(o.ioTimeoutMs * 1000),
+        timeout_admin_us: o.adminTimeoutMs === undefined
+          ? undefined
+          : Math.round(o.adminTimeoutMs * 1000),
+        use_sgl: o.useSgl,
+      },
     };
   }
 }

@@ -13,6 +13,7 @@ import {
 } from "./nvme.ts";
 import type { NvmeDriverOptions } from "../../nvme_vfio/controller.ts";
 import type { Reactor } from "../../reactor/mod.ts";
+import { App } from "../../app.ts";
 
 function fakeBackend(fake: FakeNvmeController): NvmeBackend & { closed: boolean } {
   const b = {
@@ -336,6 +337,31 @@ Deno.test("nvme: a channel on a second thread is refused: one I/O queue pair, po
       await other.stop();
     }
   });
+});
+
+Deno.test("nvme: save_config emits one bdev_nvme_attach_controller per controller, with its tuning", async () => {
+  const app = new App();
+  try {
+    await attachFake(app.bdevs, new FakeNvmeController(), { ioQueueDepth: 16, ioTimeoutMs: 2500 });
+    const saved = await app.call("save_config") as {
+      subsystems: { subsystem: string; config: { method: string; params: unknown }[] }[];
+    };
+    const bdev = saved.subsystems.find((s) => s.subsystem === "bdev");
+    const calls = (bdev?.config ?? []).filter((c) => c.method === "bdev_nvme_attach_controller");
+    assertEquals(calls, [{
+      method: "bdev_nvme_attach_controller",
+      params: {
+        name: "Nvme0",
+        trtype: "PCIe",
+        traddr: "0000:00:04.0",
+        io_queue_depth: 16,
+        timeout_us: 2_500_000,
+      },
+    }]);
+    await detachNvmeController(app.bdevs, "Nvme0");
+  } finally {
+    await app.shutdown();
+  }
 });
 
 Deno.test("nvme: an idle controller rings no doorbells and the reactor parks", async () => {
