@@ -125,6 +125,7 @@ class NvmeChannel implements BdevModuleChannel, NvmeSlotOwner {
   /** Bytes (Read/Write) or blocks (the others) done so far, and in the current command. */
   readonly #done: Float64Array;
   readonly #cur: Float64Array;
+  readonly #head: HeadViews;
   #waitHead: BdevIo | null = null;
   #waitTail: BdevIo | null = null;
   #destroyed = false;
@@ -141,6 +142,7 @@ class NvmeChannel implements BdevModuleChannel, NvmeSlotOwner {
     this.#op = new Uint8Array(n);
     this.#done = new Float64Array(n);
     this.#cur = new Float64Array(n);
+    this.#head = new HeadViews(n);
     this.#c.bind(thread);
   }
 
@@ -240,7 +242,14 @@ class NvmeChannel implements BdevModuleChannel, NvmeSlotOwner {
     const op = this.#op[slot] as number;
     const cur = this.#cur[slot] as number;
     if (op === NvmeIoOp.Read) {
-      scatter(io, this.#done[slot] as number, cur, this.#ctrl.bounce[slot] as Uint8Array);
+      scatter(
+        io,
+        this.#done[slot] as number,
+        cur,
+        this.#ctrl.bounce[slot] as Uint8Array,
+        this.#head,
+        slot,
+      );
     }
     const done = (this.#done[slot] as number) + cur;
     this.#done[slot] = done;
@@ -320,7 +329,14 @@ function gather(io: BdevIo, from: number, len: number, dst: Uint8Array): void {
 }
 
 /** Copies `len` bytes of `src` into the I/O's vectors from byte `from`. */
-function scatter(io: BdevIo, from: number, len: number, src: Uint8Array): void {
+function scatter(
+  io: BdevIo,
+  from: number,
+  len: number,
+  src: Uint8Array,
+  head: HeadViews,
+  slot: number,
+): void {
   let skip = from, at = 0;
   for (let i = 0; i < io.iovcnt && at < len; i++) {
     const v = io.iovs[i] as Uint8Array;
@@ -330,9 +346,31 @@ function scatter(io: BdevIo, from: number, len: number, src: Uint8Array): void {
     }
     let n = v.byteLength - skip;
     if (n > len - at) n = len - at;
-    v.set(src.subarray(at, at + n), skip);
+    v.set(at === 0 ? head.get(slot, src, n) : src.subarray(at, at + n), skip);
     at += n;
     skip = 0;
+  }
+}
+
+/**
+ * The first `n` bytes of each slot's bounce buffer as a view, kept while `n` repeats: a read
+ * into one vector copies out of exactly such a view, and workloads repeat their sizes, so the
+ * steady state makes no view (and allocates nothing) per I/O.
+ */
+class HeadViews {
+  readonly #views: (Uint8Array | null)[];
+  constructor(slots: number) {
+    this.#views = new Array(slots).fill(null);
+  }
+  get(slot: number, src: Uint8Array, n: number): Uint8Array {
+    const v = this.#views[slot];
+    if (
+      v !== null && v !== undefined && v.byteLength === n && v.byteOffset === src.byteOffset &&
+      v.buffer === src.buffer
+    ) return v;
+    const made = src.subarray(0, n);
+    this.#views[slot] = made;
+    return made;
   }
 }
 
