@@ -81,6 +81,12 @@ export interface NvmeDriverOptions {
    * (Identify SGLS); else, or when false, with PRPs. Default true.
    */
   useSgl?: boolean;
+  /**
+   * Create the I/O CQ with interrupts enabled (MSI-X vector 0): the caller sleeps on them, so
+   * the poller stops reporting work while commands are outstanding and the reactor may park.
+   * Default false (pure polling).
+   */
+  interrupts?: boolean;
   /** Operational messages. */
   log?: (msg: string) => void;
 }
@@ -93,6 +99,7 @@ export const NVME_DRIVER_DEFAULTS = {
   adminTimeoutMs: 30_000,
   shutdownTimeoutMs: 10_000,
   useSgl: true,
+  interrupts: false,
 } as const;
 
 const PAGE = 4096;
@@ -211,6 +218,11 @@ export class NvmeController {
   transferBytes = 0;
   /** Data pointers are SGLs (one Data Block descriptor) rather than PRPs. */
   sgl = false;
+
+  /** The I/O CQ raises interrupts (see {@link NvmeDriverOptions.interrupts}). */
+  get interrupts(): boolean {
+    return this.#opts.interrupts;
+  }
   bounce: Uint8Array<ArrayBuffer>[] = [];
   #bounceIova: number[] = [];
   #prpList: DataView[] = [];
@@ -243,6 +255,7 @@ export class NvmeController {
       adminTimeoutMs: opts.adminTimeoutMs ?? NVME_DRIVER_DEFAULTS.adminTimeoutMs,
       shutdownTimeoutMs: opts.shutdownTimeoutMs ?? NVME_DRIVER_DEFAULTS.shutdownTimeoutMs,
       useSgl: opts.useSgl ?? NVME_DRIVER_DEFAULTS.useSgl,
+      interrupts: opts.interrupts ?? NVME_DRIVER_DEFAULTS.interrupts,
     };
     this.#timeoutMs = this.#opts.ioTimeoutMs;
     const capRaw = read64(mmio, NvmeReg.CAP);
@@ -556,7 +569,8 @@ export class NvmeController {
       s.setUint8(0, NvmeAdminOpcode.CreateIoCq);
       setU64(s, 24, io.cq.iova);
       s.setUint32(40, ((io.depth - 1) << 16) | io.qid, true);
-      s.setUint32(44, 1, true); // PC=1, IEN=0: polled
+      // PC=1; IEN per option, IV=0 (MSI-X vector 0).
+      s.setUint32(44, this.#opts.interrupts ? 3 : 1, true);
     });
     await this.adminCommand("Create I/O Submission Queue 1", (s) => {
       s.setUint8(0, NvmeAdminOpcode.CreateIoSq);
@@ -712,6 +726,12 @@ export class NvmeController {
       work += this.#serveWaiters();
     }
     if (this.outstanding > 0 || this.#adminOutstanding > 0) {
+      if (this.#opts.interrupts) {
+        // An interrupt wakes the reactor: it may park while commands are outstanding. It also
+        // wakes at its park timeout, so timeouts are still checked.
+        this.#check(performance.now());
+        return work;
+      }
       if ((++this.#pollCount & 63) === 0) this.#check(performance.now());
       return work + 1;
     }
@@ -949,6 +969,7 @@ export class NvmeController {
         depth: this.slots + 1,
         transfer_bytes: this.transferBytes,
         data_pointer: this.sgl ? "sgl" : "prp",
+        interrupts: this.#opts.interrupts,
       },
       stats: { ...this.stats, outstanding: this.outstanding },
       namespaces: this.namespaces.map((n) => ({

@@ -31,6 +31,9 @@ import {
   nvmeVersion,
 } from "../nvme/mod.ts";
 import type { Mapping } from "../../ffi/memory.ts";
+import { sym } from "../../ffi/libc.ts";
+
+const ONE = new BigUint64Array([1n]);
 import type { DmaSpace } from "./dma.ts";
 import type { NvmeMmio } from "./mmio.ts";
 
@@ -52,6 +55,8 @@ interface Cq {
   tail: number;
   head: number;
   phase: number;
+  /** Interrupts enabled (Create I/O CQ IEN). */
+  ien: boolean;
 }
 
 /** Options of a {@link FakeNvmeController}. */
@@ -103,6 +108,9 @@ export class FakeNvmeController implements NvmeMmio, DmaSpace {
   stall: ((opc: number) => boolean) | null = null;
   readonly stalled: Stalled[] = [];
   removed = false;
+  /** An eventfd written on each completion posted to a CQ with interrupts enabled (MSI-X). */
+  irqFd = -1;
+  interrupts = 0;
   /** Doorbell writes (for the idle test). */
   doorbells = 0;
   shutdowns = 0;
@@ -243,7 +251,7 @@ export class FakeNvmeController implements NvmeMmio, DmaSpace {
     } else if (!wasEn && en) {
       const asqs = (this.#aqa & 0xfff) + 1, acqs = ((this.#aqa >> 16) & 0xfff) + 1;
       this.#sqs.set(0, { iova: this.#asq, size: asqs, head: 0, tail: 0, cqid: 0 });
-      this.#cqs.set(0, { iova: this.#acq, size: acqs, tail: 0, head: 0, phase: 1 });
+      this.#cqs.set(0, { iova: this.#acq, size: acqs, tail: 0, head: 0, phase: 1, ien: false });
       this.#csts |= NvmeCsts.RDY;
     }
   }
@@ -308,6 +316,10 @@ export class FakeNvmeController implements NvmeMmio, DmaSpace {
       cq.tail = 0;
       cq.phase ^= 1;
     }
+    if (cq.ien && this.irqFd >= 0) {
+      this.interrupts++;
+      sym.write(this.irqFd, ONE, 8n);
+    }
   }
 
   #admin(v: DataView): [number, number] {
@@ -365,7 +377,14 @@ export class FakeNvmeController implements NvmeMmio, DmaSpace {
           return [nvmeStatus(SCT_COMMAND_SPECIFIC, SC_INVALID_QUEUE_ID, true), 0];
         }
         this.dma(prp1, size * 16);
-        this.#cqs.set(qid, { iova: prp1, size, tail: 0, head: 0, phase: 1 });
+        this.#cqs.set(qid, {
+          iova: prp1,
+          size,
+          tail: 0,
+          head: 0,
+          phase: 1,
+          ien: (cdw11 & 2) !== 0,
+        });
         return [0, 0];
       }
       case NvmeAdminOpcode.CreateIoSq: {

@@ -16,6 +16,8 @@ export interface PcieBackend {
   mmio: NvmeMmio;
   dma: DmaSpace;
   describe(): Record<string, unknown>;
+  /** An eventfd the device's MSI-X vector 0 signals (completion interrupts), when it has one. */
+  interruptFd?: number;
   /**
    * Calls `onRequest` once if the kernel asks for the device back (vfio-pci's REQ interrupt:
    * the device is being removed or unbound). Watched on Deno's blocking thread pool.
@@ -54,17 +56,30 @@ export function openPcieBackend(bdf: string): PcieBackend {
         reqFd = -1;
       }
     }
+    // Completion interrupts: MSI-X vector 0 into an eventfd the reactor can sleep on.
+    let irqFd = -1;
+    if (dev.irqCount(VfioPciIrq.MSIX) > 0) {
+      irqFd = eventfd();
+      try {
+        dev.setIrqEventfd(VfioPciIrq.MSIX, irqFd);
+      } catch {
+        sym.close(irqFd);
+        irqFd = -1; // polling alone still works
+      }
+    }
     let watching: Promise<void> | null = null;
     const wakeOne = new BigUint64Array([1n]);
     return {
       mmio,
       dma,
+      ...(irqFd >= 0 ? { interruptFd: irqFd } : {}),
       describe: () => ({
         pci_address: dev.bdf,
         iommu_group: fn.group,
         bar0_bytes: bar.length,
         function_reset: didReset,
         removal_notification: reqFd >= 0,
+        msix_interrupts: irqFd >= 0,
       }),
       watchRemoval: (onRequest) => {
         if (reqFd < 0 || watching !== null) return;
@@ -102,6 +117,7 @@ export function openPcieBackend(bdf: string): PcieBackend {
         bar.unmap();
         fn.close();
         if (reqFd >= 0) sym.close(reqFd);
+        if (irqFd >= 0) sym.close(irqFd);
       },
     };
   } catch (e) {

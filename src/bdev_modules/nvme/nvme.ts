@@ -39,6 +39,9 @@ import {
 import type { DmaSpace } from "../../nvme_vfio/dma.ts";
 import { openPcieBackend } from "../../nvme_vfio/pcie.ts";
 import type { NvmeMmio } from "../../nvme_vfio/mmio.ts";
+import { Reactor } from "../../reactor/mod.ts";
+import { IORING_CQE_F_MORE, POLL_EVENTS } from "../../../ffi/io_uring.ts";
+import { sym } from "../../../ffi/libc.ts";
 
 const EIO = 5;
 
@@ -48,6 +51,8 @@ export interface NvmeBackend {
   dma: DmaSpace;
   /** Facts for bdev_nvme_get_controllers (PCI address, IOMMU group...). */
   describe(): Record<string, unknown>;
+  /** An eventfd signalled on completion interrupts (MSI-X), when the backend has one. */
+  interruptFd?: number;
   /** Calls `onRequest` once if the device must be given back (removal); optional. */
   watchRemoval?(onRequest: () => void): void;
   close(): void | Promise<void>;
@@ -100,12 +105,44 @@ class NvmeCtrlr {
       this.thread = thread;
       this.#poller = pollerName(`nvme ${this.name}`);
       thread.addPoller(this.#poller, () => this.ctrl.poll());
+      const fd = this.backend.interruptFd;
+      if (fd !== undefined && this.ctrl.interrupts && thread instanceof Reactor) {
+        // Completion interrupts wake the reactor from its park through its ring.
+        this.#irqReactor = thread;
+        this.#irqHandler = thread.registerCqeHandler((_tag, res, flags) => {
+          if (this.#irqReactor === null) return;
+          if (res >= 0) sym.read(fd, this.#irqSink, 8n); // drain the counter: a new edge next time
+          if ((flags & IORING_CQE_F_MORE) === 0) this.#armIrq(fd);
+        });
+        this.#armIrq(fd);
+      }
     }
+  }
+
+  #irqReactor: Reactor | null = null;
+  #irqHandler = 0;
+  readonly #irqSink = new BigUint64Array(1);
+
+  #armIrq(fd: number): void {
+    const r = this.#irqReactor;
+    if (r === null) return;
+    r.ring.prepPollAdd(fd, POLL_EVENTS.POLLIN, Reactor.userData(this.#irqHandler, 1), true);
+    r.wake();
   }
 
   unbind(): void {
     if (--this.#channels === 0 && this.thread !== null) {
       this.thread.removePoller(this.#poller);
+      const r = this.#irqReactor;
+      if (r !== null) {
+        this.#irqReactor = null;
+        r.ring.prepPollRemove(
+          Reactor.userData(this.#irqHandler, 1),
+          Reactor.userData(this.#irqHandler, 2),
+        );
+        r.flush();
+        r.unregisterCqeHandler(this.#irqHandler);
+      }
       this.thread = null;
     }
   }
@@ -454,6 +491,7 @@ class NvmeBdev implements BdevFnTable<NvmeChannel> {
           ? undefined
           : Math.round(o.adminTimeoutMs * 1000),
         use_sgl: o.useSgl,
+        interrupts: o.interrupts,
       },
     };
   }
@@ -502,8 +540,15 @@ export async function attachNvmeController(
   const backend = open(params.traddr);
   let ctrl: NvmeController;
   try {
+    // Completion interrupts (MSI-X through an eventfd) only when asked for and available:
+    // polling is the default (see docs/nvme.md for what interrupts cost in the lab).
+    const wantIrq = params.options?.interrupts === true;
+    if (wantIrq && backend.interruptFd === undefined) {
+      log(`${params.name}: no MSI-X interrupt for ${params.traddr}: polling only`);
+    }
     ctrl = await NvmeController.attach(params.name, backend.mmio, backend.dma, {
       ...params.options,
+      interrupts: wantIrq && backend.interruptFd !== undefined,
       log,
     });
   } catch (e) {

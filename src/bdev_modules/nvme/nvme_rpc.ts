@@ -21,7 +21,7 @@ const BDF = /^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-1][0-9a-fA-F]\.[0-7]$/;
 export function registerNvmeRpcs(table: RpcTable<AppContext>): void {
   table.register("bdev_nvme_attach_controller", {
     help:
-      "Attach a local NVMe controller (PCIe, bound to vfio-pci) and create <name>n<nsid> bdevs (params: name, trtype, traddr, io_queue_depth, max_transfer_bytes, timeout_us, timeout_admin_us, use_sgl)",
+      "Attach a local NVMe controller (PCIe, bound to vfio-pci) and create <name>n<nsid> bdevs (params: name, trtype, traddr, io_queue_depth, max_transfer_bytes, timeout_us, timeout_admin_us, use_sgl, interrupts)",
     mutating: true,
   }, async (p, ctx) => {
     const name = p.str("name");
@@ -36,6 +36,7 @@ export function registerNvmeRpcs(table: RpcTable<AppContext>): void {
     const timeoutUs = p.optInt("timeout_us", { min: 1000, max: 3600 * 1_000_000 });
     const timeoutAdminUs = p.optInt("timeout_admin_us", { min: 1000, max: 3600 * 1_000_000 });
     const useSgl = p.optBool("use_sgl");
+    const interrupts = p.optBool("interrupts");
     // SPDK options that mean nothing for a local PCIe controller.
     p.neutral("adrfam", ["", "pcie", "PCIe"], "PCIe has no address family");
     p.neutral("prchk_reftag", [false], "protection information is not supported");
@@ -51,6 +52,7 @@ export function registerNvmeRpcs(table: RpcTable<AppContext>): void {
         ioTimeoutMs: timeoutUs === undefined ? undefined : timeoutUs / 1000,
         adminTimeoutMs: timeoutAdminUs === undefined ? undefined : timeoutAdminUs / 1000,
         useSgl,
+        interrupts,
       },
     }, ctx.log);
   });

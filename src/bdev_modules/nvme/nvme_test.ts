@@ -14,6 +14,7 @@ import {
 import type { NvmeDriverOptions } from "../../nvme_vfio/controller.ts";
 import type { Reactor } from "../../reactor/mod.ts";
 import { App } from "../../app.ts";
+import { eventfd, sym } from "../../../ffi/libc.ts";
 
 function fakeBackend(fake: FakeNvmeController): NvmeBackend & { closed: boolean } {
   const b = {
@@ -361,6 +362,46 @@ Deno.test("nvme: save_config emits one bdev_nvme_attach_controller per controlle
     await detachNvmeController(app.bdevs, "Nvme0");
   } finally {
     await app.shutdown();
+  }
+});
+
+Deno.test("nvme: with completion interrupts (an eventfd) the reactor parks while a command is outstanding and the interrupt wakes it", async () => {
+  const fake = new FakeNvmeController();
+  fake.irqFd = eventfd();
+  const registry = new BdevRegistry();
+  const { thread, stop } = await startReactor();
+  const backend = { ...fakeBackend(fake), interruptFd: fake.irqFd };
+  await attachNvmeController(
+    registry,
+    { name: "Nvme0", trtype: "PCIe", traddr: "0000:00:04.0", options: { interrupts: true } },
+    () => {},
+    () => backend,
+  );
+  const ctrl = nvmeControllerOf(registry, "Nvme0");
+  assertEquals(ctrl.interrupts, true);
+  const desc = registry.open("Nvme0n1", true);
+  const ch = desc.getIoChannel(thread);
+  try {
+    const buf = new Uint8Array(512);
+    fake.stall = () => true;
+    const parks = thread.stats.idleParks;
+    let done = false;
+    const p = runIo(ch, (io) => ch.read(io, buf, 0, 1)).then(() => done = true);
+    await new Promise((r) => setTimeout(r, 100));
+    assertEquals(done, false);
+    assert(thread.stats.idleParks > parks, "the reactor parked with the command outstanding");
+    assert(thread.parked, "and is parked now");
+    fake.stall = null;
+    fake.releaseStalled(); // posts the CQE and raises the interrupt
+    await p;
+    assertEquals(fake.interrupts, 1);
+    // Without the interrupt the park would last its timeout (1 s); the I/O completed at once.
+  } finally {
+    ch.close();
+    desc.close();
+    await detachNvmeController(registry, "Nvme0");
+    sym.close(fake.irqFd);
+    await stop();
   }
 });
 
