@@ -16,8 +16,11 @@ export interface PcieBackend {
   mmio: NvmeMmio;
   dma: DmaSpace;
   describe(): Record<string, unknown>;
-  /** An eventfd the device's MSI-X vector 0 signals (completion interrupts), when it has one. */
-  interruptFd?: number;
+  /**
+   * Turns on MSI-X vector 0 into an eventfd and returns it (completion interrupts), or
+   * undefined when the device has no MSI-X or VFIO refuses. Only called when interrupts are wanted.
+   */
+  enableInterrupts?(): number | undefined;
   /**
    * Calls `onRequest` once if the kernel asks for the device back (vfio-pci's REQ interrupt:
    * the device is being removed or unbound). Watched on Deno's blocking thread pool.
@@ -56,23 +59,27 @@ export function openPcieBackend(bdf: string): PcieBackend {
         reqFd = -1;
       }
     }
-    // Completion interrupts: MSI-X vector 0 into an eventfd the reactor can sleep on.
+    // Completion interrupts, on request: MSI-X vector 0 into an eventfd the reactor can sleep on.
     let irqFd = -1;
-    if (dev.irqCount(VfioPciIrq.MSIX) > 0) {
-      irqFd = eventfd();
+    const enableInterrupts = (): number | undefined => {
+      if (irqFd >= 0) return irqFd;
+      if (closed || dev.irqCount(VfioPciIrq.MSIX) === 0) return undefined;
+      const fd = eventfd();
       try {
-        dev.setIrqEventfd(VfioPciIrq.MSIX, irqFd);
+        dev.setIrqEventfd(VfioPciIrq.MSIX, fd);
       } catch {
-        sym.close(irqFd);
-        irqFd = -1; // polling alone still works
+        sym.close(fd);
+        return undefined; // polling alone still works
       }
-    }
+      irqFd = fd;
+      return fd;
+    };
     let watching: Promise<void> | null = null;
     const wakeOne = new BigUint64Array([1n]);
     return {
       mmio,
       dma,
-      ...(irqFd >= 0 ? { interruptFd: irqFd } : {}),
+      enableInterrupts,
       describe: () => ({
         pci_address: dev.bdf,
         iommu_group: fn.group,

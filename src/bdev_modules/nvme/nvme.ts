@@ -51,8 +51,8 @@ export interface NvmeBackend {
   dma: DmaSpace;
   /** Facts for bdev_nvme_get_controllers (PCI address, IOMMU group...). */
   describe(): Record<string, unknown>;
-  /** An eventfd signalled on completion interrupts (MSI-X), when the backend has one. */
-  interruptFd?: number;
+  /** Turns on completion interrupts (MSI-X) into an eventfd; undefined when there are none. */
+  enableInterrupts?(): number | undefined;
   /** Calls `onRequest` once if the device must be given back (removal); optional. */
   watchRemoval?(onRequest: () => void): void;
   close(): void | Promise<void>;
@@ -86,7 +86,16 @@ class NvmeCtrlr {
   #channels = 0;
   detaching = false;
 
-  constructor(params: NvmeAttachParams, ctrl: NvmeController, backend: NvmeBackend) {
+  /** The completion interrupt eventfd when interrupts are on. */
+  readonly irqFd: number | undefined;
+
+  constructor(
+    params: NvmeAttachParams,
+    ctrl: NvmeController,
+    backend: NvmeBackend,
+    irqFd: number | undefined,
+  ) {
+    this.irqFd = irqFd;
     this.name = params.name;
     this.traddr = params.traddr;
     this.params = params;
@@ -105,7 +114,7 @@ class NvmeCtrlr {
       this.thread = thread;
       this.#poller = pollerName(`nvme ${this.name}`);
       thread.addPoller(this.#poller, () => this.ctrl.poll());
-      const fd = this.backend.interruptFd;
+      const fd = this.irqFd;
       if (fd !== undefined && this.ctrl.interrupts && thread instanceof Reactor) {
         // Completion interrupts wake the reactor from its park through its ring.
         this.#irqReactor = thread;
@@ -539,23 +548,24 @@ export async function attachNvmeController(
   }
   const backend = open(params.traddr);
   let ctrl: NvmeController;
+  let irqFd: number | undefined;
   try {
     // Completion interrupts (MSI-X through an eventfd) only when asked for and available:
     // polling is the default (see docs/nvme.md for what interrupts cost in the lab).
-    const wantIrq = params.options?.interrupts === true;
-    if (wantIrq && backend.interruptFd === undefined) {
+    irqFd = params.options?.interrupts === true ? backend.enableInterrupts?.() : undefined;
+    if (params.options?.interrupts === true && irqFd === undefined) {
       log(`${params.name}: no MSI-X interrupt for ${params.traddr}: polling only`);
     }
     ctrl = await NvmeController.attach(params.name, backend.mmio, backend.dma, {
       ...params.options,
-      interrupts: wantIrq && backend.interruptFd !== undefined,
+      interrupts: irqFd !== undefined,
       log,
     });
   } catch (e) {
     await backend.close();
     throw e;
   }
-  const c = new NvmeCtrlr(params, ctrl, backend);
+  const c = new NvmeCtrlr(params, ctrl, backend, irqFd);
   map.set(params.name, c);
   backend.watchRemoval?.(() => {
     onRemovalRequest(registry, c, log).catch((e) =>

@@ -370,7 +370,7 @@ Deno.test("nvme: with completion interrupts (an eventfd) the reactor parks while
   fake.irqFd = eventfd();
   const registry = new BdevRegistry();
   const { thread, stop } = await startReactor();
-  const backend = { ...fakeBackend(fake), interruptFd: fake.irqFd };
+  const backend = { ...fakeBackend(fake), enableInterrupts: () => fake.irqFd };
   await attachNvmeController(
     registry,
     { name: "Nvme0", trtype: "PCIe", traddr: "0000:00:04.0", options: { interrupts: true } },
