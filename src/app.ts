@@ -9,6 +9,7 @@ import { registerBdevRpcs } from "./bdev/bdev_rpc.ts";
 import { registerErrorRpcs } from "./bdev_modules/error/error_rpc.ts";
 import { registerFileRpcs } from "./bdev_modules/file/file_rpc.ts";
 import { registerMallocRpcs } from "./bdev_modules/malloc/malloc_rpc.ts";
+import { registerNvmeRpcs, shutdownNvme } from "./bdev_modules/nvme/nvme_rpc.ts";
 import { registerNvmfRpcs, shutdownNvmfTarget } from "./nvmf_tcp/nvmf_rpc.ts";
 import { registerVhostRpcs, shutdownVhost } from "./vhost_user/vhost_rpc.ts";
 import { registerPassthruRpcs } from "./bdev_modules/passthru/passthru_rpc.ts";
@@ -39,6 +40,7 @@ export class App implements AppContext {
     registerBdevRpcs(this.rpc);
     registerMallocRpcs(this.rpc);
     registerFileRpcs(this.rpc);
+    registerNvmeRpcs(this.rpc);
     registerPassthruRpcs(this.rpc);
     registerErrorRpcs(this.rpc);
     registerCryptoKeyRpcs(this.rpc);
@@ -73,6 +75,8 @@ export class App implements AppContext {
         // Still open by a user that is shutting down too: its memory goes with the process.
       }
     }
+    // Controllers whose bdevs are gone get their shutdown notification (CC.SHN).
+    await shutdownNvme(this);
     shutdownCryptoKeys(this);
     if (this.#running !== null) {
       await this.reactor.stop();
