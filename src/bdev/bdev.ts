@@ -65,6 +65,19 @@ export class BdevIoStats {
   queued = 0;
 }
 
+/** Adds every counter of `from` to `into`. */
+export function addIoStats(into: BdevIoStats, from: BdevIoStats): void {
+  into.readOps += from.readOps;
+  into.readBytes += from.readBytes;
+  into.writeOps += from.writeOps;
+  into.writeBytes += from.writeBytes;
+  into.unmapOps += from.unmapOps;
+  into.flushOps += from.flushOps;
+  into.writeZeroesOps += from.writeZeroesOps;
+  into.errors += from.errors;
+  into.queued += from.queued;
+}
+
 /** A registered block device. Read its geometry; open it to do I/O. */
 export class Bdev {
   readonly name: string;
@@ -98,6 +111,15 @@ export class Bdev {
     this.requiredAlignment = init.requiredAlignment ?? 1;
     this.fnTable = init.fnTable;
     for (const t of init.ioTypes) this.#supported[t] = true;
+  }
+
+  /**
+   * Adds this bdev's counters (closed channels and every open one) to `out`.
+   * Control path (stats, metrics): walks the descriptors, allocates nothing.
+   */
+  addStatsTo(out: BdevIoStats): void {
+    addIoStats(out, this.closedStats);
+    for (const d of this.descs) d.addChannelStatsTo(out);
   }
 
   /** Does this bdev serve I/Os of `type`? */
@@ -161,6 +183,11 @@ export class BdevDesc {
     const ch = new BdevChannel(this, thread, this.#registry.options.ioPoolSize);
     this.#channels.add(ch);
     return ch;
+  }
+
+  /** Adds the counters of this descriptor's open channels to `out`. */
+  addChannelStatsTo(out: BdevIoStats): void {
+    for (const ch of this.#channels) addIoStats(out, ch.stats);
   }
 
   /** @internal */
@@ -460,8 +487,7 @@ export class BdevChannel implements BdevCompleter {
     this.#closed = true;
     this.#thread.removePoller(this.#poller);
     this.#moduleChannel.destroy();
-    const total = this.bdev.closedStats;
-    for (const k of Object.keys(total) as (keyof BdevIoStats)[]) total[k] += this.stats[k];
+    addIoStats(this.bdev.closedStats, this.stats);
     this.desc.channelClosed(this);
   }
 }

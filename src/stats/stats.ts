@@ -1,0 +1,214 @@
+/**
+ * Appliance statistics for operators: one snapshot of the counters the
+ * engine keeps anyway (bdev channels, the reactor, the NVMe/TCP transport),
+ * served as the `sluice_get_stats` RPC and rendered in the Prometheus text
+ * exposition format for `GET /metrics`. Reading them is control-path work:
+ * the data path only increments plain number fields and allocates nothing.
+ * @module
+ */
+import { BdevIoStats } from "../bdev/bdev.ts";
+import { nvmfTcpTransport } from "../nvmf_tcp/nvmf_rpc.ts";
+import type { AppContext } from "../rpc/context.ts";
+import type { RpcTable } from "../rpc/rpc.ts";
+
+/** Counters of one bdev, totals since it was registered. */
+export interface BdevStatsView {
+  name: string;
+  module: string;
+  read_ops: number;
+  read_bytes: number;
+  write_ops: number;
+  write_bytes: number;
+  unmap_ops: number;
+  flush_ops: number;
+  write_zeroes_ops: number;
+  errors: number;
+  /** I/Os that waited because the channel's pool was full. */
+  queued: number;
+}
+
+/** The reply of `sluice_get_stats`. */
+export interface StatsSnapshot {
+  version: string;
+  uptime_s: number;
+  /** Milliseconds on a monotonic clock when taken (rates are differences over this). */
+  taken_ms: number;
+  bdevs: BdevStatsView[];
+  /** One data-path reactor for now; an array so workers fit later. */
+  reactors: { id: number; stats: Record<string, number> }[];
+  nvmf_tcp: {
+    connections_opened: number;
+    connections_closed: number;
+    connections_open: number;
+    protocol_errors: number;
+    digest_errors: number;
+  } | null;
+  vhost_controllers: number;
+}
+
+/** Takes a snapshot of every counter. */
+export async function collectStats(
+  table: RpcTable<AppContext>,
+  ctx: AppContext,
+): Promise<StatsSnapshot> {
+  const bdevs = ctx.bdevs.list().map((b): BdevStatsView => {
+    const s = new BdevIoStats();
+    b.addStatsTo(s);
+    return {
+      name: b.name,
+      module: b.module,
+      read_ops: s.readOps,
+      read_bytes: s.readBytes,
+      write_ops: s.writeOps,
+      write_bytes: s.writeBytes,
+      unmap_ops: s.unmapOps,
+      flush_ops: s.flushOps,
+      write_zeroes_ops: s.writeZeroesOps,
+      errors: s.errors,
+      queued: s.queued,
+    };
+  });
+  const tr = nvmfTcpTransport(ctx);
+  // The vhost module keeps its controllers private: ask it through its own method.
+  const vhost = await table.call("vhost_get_controllers", undefined, ctx) as unknown[];
+  return {
+    version: ctx.version,
+    uptime_s: Math.round((Date.now() - ctx.startedAtMs) / 1000),
+    taken_ms: Math.round(performance.now()),
+    bdevs,
+    reactors: [{ id: 0, stats: { ...ctx.reactor.stats } }],
+    nvmf_tcp: tr === undefined ? null : {
+      connections_opened: tr.stats.connections,
+      connections_closed: tr.stats.connectionsClosed,
+      connections_open: tr.stats.connections - tr.stats.connectionsClosed,
+      protocol_errors: tr.stats.protocolErrors,
+      digest_errors: tr.stats.digestErrors,
+    },
+    vhost_controllers: vhost.length,
+  };
+}
+
+/** Registers `sluice_get_stats` (the web admin, `/metrics` and `sluice top` read it). */
+export function registerStatsRpcs(table: RpcTable<AppContext>): void {
+  table.register("sluice_get_stats", {
+    help: "Counters of every bdev, the data-path reactor and the NVMe/TCP transport",
+  }, (p, ctx) => {
+    p.done();
+    return collectStats(table, ctx);
+  });
+}
+
+/** Escapes a label value: backslash, double quote and line feed (exposition format). */
+function labelValue(v: string): string {
+  return v.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n");
+}
+
+/** Reactor counters exported, with the metric's help text. Keys of ReactorStats. */
+const REACTOR_COUNTERS: [string, string][] = [
+  ["busyIterations", "Reactor loop iterations in which a poller did work"],
+  ["idleIterations", "Reactor loop iterations in which no poller did work"],
+  ["idleParks", "Times the reactor parked in the kernel"],
+  ["cqesReaped", "io_uring completions reaped"],
+  ["sqesSubmitted", "io_uring submissions handed to the kernel"],
+  ["wakeEvents", "Wake-ups of a parked reactor"],
+];
+
+function snake(s: string): string {
+  return s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+/**
+ * Renders a snapshot in the Prometheus text exposition format (version
+ * 0.0.4): `# HELP` and `# TYPE` once per family, then its samples; counters
+ * end in `_total`.
+ */
+export function formatPrometheus(s: StatsSnapshot): string {
+  const out: string[] = [];
+  const family = (
+    name: string,
+    type: "counter" | "gauge",
+    help: string,
+    samples: [Record<string, string>, number][],
+  ) => {
+    out.push(`# HELP ${name} ${help.replaceAll("\\", "\\\\").replaceAll("\n", "\\n")}`);
+    out.push(`# TYPE ${name} ${type}`);
+    for (const [labels, v] of samples) {
+      const l = Object.entries(labels).map(([k, x]) => `${k}="${labelValue(x)}"`).join(",");
+      out.push(`${name}${l === "" ? "" : `{${l}}`} ${Number.isFinite(v) ? String(v) : "NaN"}`);
+    }
+  };
+  family("sluice_up", "gauge", "1 while the appliance serves", [[{ version: s.version }, 1]]);
+  family("sluice_uptime_seconds", "gauge", "Seconds since the appliance started", [[
+    {},
+    s.uptime_s,
+  ]]);
+  const per = (f: (b: BdevStatsView) => number) =>
+    s.bdevs.map((
+      b,
+    ): [Record<string, string>, number] => [{ bdev: b.name, module: b.module }, f(b)]);
+  const perType = (ops: (b: BdevStatsView) => [string, number][]) =>
+    s.bdevs.flatMap((b) =>
+      ops(b).map(([type, v]): [Record<string, string>, number] => [
+        { bdev: b.name, module: b.module, type },
+        v,
+      ])
+    );
+  family(
+    "sluice_bdev_io_ops_total",
+    "counter",
+    "Completed I/Os per bdev and type",
+    perType((b) => [
+      ["read", b.read_ops],
+      ["write", b.write_ops],
+      ["unmap", b.unmap_ops],
+      ["flush", b.flush_ops],
+      ["write_zeroes", b.write_zeroes_ops],
+    ]),
+  );
+  family(
+    "sluice_bdev_io_bytes_total",
+    "counter",
+    "Bytes read and written per bdev",
+    perType((b) => [["read", b.read_bytes], ["write", b.write_bytes]]),
+  );
+  family(
+    "sluice_bdev_io_errors_total",
+    "counter",
+    "I/Os that ended in an error",
+    per((b) => b.errors),
+  );
+  family(
+    "sluice_bdev_io_queued_total",
+    "counter",
+    "I/Os that waited for a free slot in the channel's pool",
+    per((b) => b.queued),
+  );
+  for (const [key, help] of REACTOR_COUNTERS) {
+    family(
+      `sluice_reactor_${snake(key)}_total`,
+      "counter",
+      help,
+      s.reactors.map((r) => [{ reactor: String(r.id) }, r.stats[key] ?? 0]),
+    );
+  }
+  const n = s.nvmf_tcp;
+  family("sluice_nvmf_tcp_connections", "gauge", "Open NVMe/TCP connections", [[
+    {},
+    n?.connections_open ?? 0,
+  ]]);
+  family("sluice_nvmf_tcp_connections_opened_total", "counter", "NVMe/TCP connections accepted", [[
+    {},
+    n?.connections_opened ?? 0,
+  ]]);
+  family(
+    "sluice_nvmf_tcp_protocol_errors_total",
+    "counter",
+    "NVMe/TCP connections ended by a protocol or digest error",
+    [[{ kind: "protocol" }, n?.protocol_errors ?? 0], [{ kind: "digest" }, n?.digest_errors ?? 0]],
+  );
+  family("sluice_vhost_controllers", "gauge", "vhost-user-blk controllers served", [[
+    {},
+    s.vhost_controllers,
+  ]]);
+  return out.join("\n") + "\n";
+}
