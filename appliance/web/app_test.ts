@@ -1,0 +1,426 @@
+import { assert, assertEquals } from "../../src/testing/assert.ts";
+import { App } from "../../src/app.ts";
+import { parsePrometheusText } from "../../src/stats/prometheus_parse.ts";
+import { AdminAuth } from "./auth.ts";
+import { createAdminApp, CSRF_HEADER, LOGIN_CSRF_COOKIE, SESSION_COOKIE } from "./app.ts";
+
+interface Harness {
+  app: App;
+  web: ReturnType<typeof createAdminApp>;
+  auth: AdminAuth;
+  password: string;
+  dir: string;
+  clock: { ms: number };
+  mutated: string[];
+  logs: string[];
+}
+
+async function withWeb(fn: (h: Harness) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-web-" });
+  const app = new App();
+  app.start();
+  const clock = { ms: 1_000_000 };
+  const logs: string[] = [];
+  const mutated: string[] = [];
+  try {
+    const { auth, initialPassword } = await AdminAuth.open(`${dir}/admin.json`, {
+      iterations: 1000,
+      now: () => clock.ms,
+    });
+    assert(initialPassword !== undefined);
+    const web = createAdminApp({
+      engine: { table: app.rpc, ctx: app, onMutated: (m) => void mutated.push(m) },
+      auth,
+      log: (m) => logs.push(m),
+      eventIntervalMs: 20,
+    });
+    await fn({ app, web, auth, password: initialPassword, dir, clock, mutated, logs });
+  } finally {
+    await app.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function cookies(r: Response): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const c of r.headers.getSetCookie()) {
+    const [kv = ""] = c.split(";");
+    const i = kv.indexOf("=");
+    out.set(kv.slice(0, i), kv.slice(i + 1));
+  }
+  return out;
+}
+
+const ENV = { remoteAddr: "192.0.2.7" };
+
+/** Logs in through the form; returns the session cookie and the page's CSRF token. */
+async function login(
+  h: Harness,
+  password = h.password,
+  env = ENV,
+): Promise<{ status: number; cookie?: string; csrf?: string; body: string; res: Response }> {
+  const page = await h.web.request("/login", {}, env);
+  const loginCsrf = cookies(page).get(LOGIN_CSRF_COOKIE) as string;
+  const body = new URLSearchParams({ _csrf: loginCsrf, password });
+  const res = await h.web.request("/login", {
+    method: "POST",
+    body,
+    headers: {
+      "Content-Type": "application/x-www-form-urlencoded",
+      Cookie: `${LOGIN_CSRF_COOKIE}=${loginCsrf}`,
+    },
+  }, env);
+  const text = await res.text();
+  const sid = cookies(res).get(SESSION_COOKIE);
+  if (sid === undefined || sid === "") return { status: res.status, body: text, res };
+  const cookie = `${SESSION_COOKIE}=${sid}`;
+  const dash = await h.web.request("/", { headers: { Cookie: cookie } }, env);
+  const html = await dash.text();
+  const csrf = /<meta name="csrf-token" content="([^"]+)"/.exec(html)?.[1];
+  return { status: res.status, cookie, csrf, body: html, res };
+}
+
+function form(cookie: string, fields: Record<string, string>): RequestInit {
+  return {
+    method: "POST",
+    body: new URLSearchParams(fields),
+    headers: { "Content-Type": "application/x-www-form-urlencoded", Cookie: cookie },
+  };
+}
+
+Deno.test("web: login sets an HttpOnly SameSite=Strict session; a wrong password is refused", async () => {
+  await withWeb(async (h) => {
+    const bad = await login(h, "not-the-password");
+    assertEquals(bad.status, 401);
+    assert(bad.cookie === undefined, "no session for a wrong password");
+    assert(bad.body.includes("Wrong password"));
+
+    const ok = await login(h);
+    assertEquals(ok.status, 303);
+    const set = ok.res.headers.getSetCookie().find((c) => c.startsWith(`${SESSION_COOKIE}=`));
+    assert(set !== undefined && /HttpOnly/i.test(set) && /SameSite=Strict/i.test(set), set);
+    assert(ok.body.includes("Dashboard") && ok.csrf !== undefined);
+    assert(!ok.body.includes(h.password), "the password is never in a page");
+    assert(!h.logs.join("\n").includes(h.password), "nor in a log line");
+
+    // A login form posted without its CSRF cookie (e.g. from another site) is refused.
+    const forged = await h.web.request("/login", {
+      method: "POST",
+      body: new URLSearchParams({ _csrf: "x", password: h.password }),
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    }, ENV);
+    assertEquals(forged.status, 403);
+
+    // Logged out, the cookie no longer works.
+    const out = await h.web.request(
+      "/logout",
+      form(ok.cookie as string, { _csrf: ok.csrf as string }),
+      ENV,
+    );
+    assertEquals(out.status, 303);
+    const after = await h.web.request("/", { headers: { Cookie: ok.cookie as string } }, ENV);
+    assertEquals(after.status, 303);
+    assertEquals(after.headers.get("Location"), "/login");
+  });
+});
+
+Deno.test("web: without a session or token, pages redirect and the API answers 401 JSON", async () => {
+  await withWeb(async (h) => {
+    for (const p of ["/api/bdevs", "/api/stats", "/metrics", "/events"]) {
+      const r = await h.web.request(p, {}, ENV);
+      assertEquals(r.status, 401, p);
+      const j = await r.json() as { error: { message: string } };
+      assert(j.error.message.length > 0);
+    }
+    const rpc = await h.web.request("/api/rpc", {
+      method: "POST",
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "bdev_get_bdevs" }),
+      headers: { "Content-Type": "application/json" },
+    }, ENV);
+    assertEquals(rpc.status, 401);
+    const page = await h.web.request("/volumes", {}, ENV);
+    assertEquals(page.status, 303);
+    const badToken = await h.web.request("/api/bdevs", {
+      headers: { Authorization: "Bearer sluice_nope" },
+    }, ENV);
+    assertEquals(badToken.status, 401);
+    // The OpenAPI description is public and lists the API.
+    const doc = await (await h.web.request("/api/openapi.json", {}, ENV)).json() as {
+      openapi: string;
+      paths: Record<string, unknown>;
+    };
+    assert(doc.openapi.startsWith("3."));
+    for (
+      const p of [
+        "/api/rpc",
+        "/api/bdevs",
+        "/api/subsystems",
+        "/api/vhost",
+        "/api/stats",
+        "/metrics",
+      ]
+    ) {
+      assert(p in doc.paths, p);
+    }
+  });
+});
+
+Deno.test("web: POSTs without the CSRF token are refused; with it the RPC table runs", async () => {
+  await withWeb(async (h) => {
+    const { cookie, csrf } = await login(h);
+    assert(cookie !== undefined && csrf !== undefined);
+    const create = { name: "Web0", size_mib: "4", block_size: "512" };
+    const none = await h.web.request("/volumes/create", form(cookie, create), ENV);
+    assertEquals(none.status, 403);
+    const wrong = await h.web.request(
+      "/volumes/create",
+      form(cookie, { ...create, _csrf: "x" + csrf }),
+      ENV,
+    );
+    assertEquals(wrong.status, 403);
+    assertEquals(h.app.bdevs.list().length, 0, "nothing was created");
+
+    const rpcBody = JSON.stringify({ jsonrpc: "2.0", id: 7, method: "bdev_get_bdevs" });
+    const noHeader = await h.web.request("/api/rpc", {
+      method: "POST",
+      body: rpcBody,
+      headers: { "Content-Type": "application/json", Cookie: cookie },
+    }, ENV);
+    assertEquals(noHeader.status, 403);
+    const crossSite = await h.web.request("http://127.0.0.1:8080/api/rpc", {
+      method: "POST",
+      body: rpcBody,
+      headers: {
+        "Content-Type": "application/json",
+        Cookie: cookie,
+        [CSRF_HEADER]: csrf,
+        Origin: "http://evil.example",
+        Host: "127.0.0.1:8080",
+      },
+    }, ENV);
+    assertEquals(crossSite.status, 403);
+
+    const ok = await h.web.request(
+      "/volumes/create",
+      form(cookie, { ...create, _csrf: csrf }),
+      ENV,
+    );
+    assertEquals(ok.status, 303);
+    const b = h.app.bdevs.get("Web0");
+    assertEquals(b.sizeBytes, 4 * 1024 * 1024);
+    assertEquals(h.mutated, ["bdev_malloc_create"], "the config is saved as after a socket call");
+
+    const viaApi = await h.web.request("/api/rpc", {
+      method: "POST",
+      body: rpcBody,
+      headers: { "Content-Type": "application/json", Cookie: cookie, [CSRF_HEADER]: csrf },
+    }, ENV);
+    assertEquals(viaApi.status, 200);
+    const resp = await viaApi.json() as { id: number; result: { name: string }[] };
+    assertEquals(resp.id, 7);
+    assertEquals(resp.result.map((x) => x.name), ["Web0"]);
+  });
+});
+
+Deno.test("web: volume forms show RPC errors next to the form; delete needs the name typed", async () => {
+  await withWeb(async (h) => {
+    const { cookie, csrf } = await login(h);
+    assert(cookie !== undefined && csrf !== undefined);
+    const mk = (name: string, size = "2") =>
+      h.web.request(
+        "/volumes/create",
+        form(cookie, { _csrf: csrf, name, size_mib: size, block_size: "4096" }),
+        ENV,
+      );
+    assertEquals((await mk("V1")).status, 303);
+    const dup = await mk("V1");
+    assertEquals(dup.status, 400);
+    const dupHtml = await dup.text();
+    assert(/id="create-error">[^<]*V1[^<]*exists/i.test(dupHtml), dupHtml);
+    const badSize = await mk("V2", "0");
+    assertEquals(badSize.status, 400);
+    assert((await badSize.text()).includes("whole number of MiB"));
+    const badName = await mk("bad name<script>");
+    assertEquals(badName.status, 400);
+    const badHtml = await badName.text();
+    assert(!badHtml.includes("<script>"), "values are escaped");
+
+    const list = await (await h.web.request("/volumes", { headers: { Cookie: cookie } }, ENV))
+      .text();
+    assert(list.includes('data-bdev="V1"'));
+
+    const unconfirmed = await h.web.request(
+      "/volumes/delete",
+      form(cookie, { _csrf: csrf, name: "V1", confirm: "V" }),
+      ENV,
+    );
+    assertEquals(unconfirmed.status, 400);
+    assert((await unconfirmed.text()).includes("Type the volume"));
+    assertEquals(h.app.bdevs.list().length, 1);
+    const del = await h.web.request(
+      "/volumes/delete",
+      form(cookie, { _csrf: csrf, name: "V1", confirm: "V1" }),
+      ENV,
+    );
+    assertEquals(del.status, 303);
+    assertEquals(h.app.bdevs.list().length, 0);
+  });
+});
+
+Deno.test("web: failed logins are limited per address; the limit lifts after the window", async () => {
+  await withWeb(async (h) => {
+    for (let i = 0; i < 5; i++) assertEquals((await login(h, "wrong-password")).status, 401);
+    const limited = await login(h);
+    assertEquals(limited.status, 429, "even the right password waits");
+    assert(Number(limited.res.headers.get("Retry-After")) > 0);
+    // Another address is not limited by this one's failures.
+    assertEquals((await login(h, h.password, { remoteAddr: "192.0.2.8" })).status, 303);
+    h.clock.ms += 61_000;
+    assertEquals((await login(h)).status, 303);
+  });
+});
+
+Deno.test("web: bearer tokens work without CSRF, are stored hashed, and can be revoked", async () => {
+  await withWeb(async (h) => {
+    const { cookie, csrf } = await login(h);
+    assert(cookie !== undefined && csrf !== undefined);
+    const made = await h.web.request(
+      "/settings/tokens",
+      form(cookie, { _csrf: csrf, name: "prometheus" }),
+      ENV,
+    );
+    assertEquals(made.status, 200);
+    const token = /id="new-token">([^<]+)</.exec(await made.text())?.[1];
+    assert(token !== undefined);
+    const file = await Deno.readTextFile(`${h.dir}/admin.json`);
+    assert(!file.includes(token) && !file.includes(h.password), "secrets stored only hashed");
+    assertEquals(((await Deno.stat(`${h.dir}/admin.json`)).mode ?? 0) & 0o777, 0o600);
+
+    const auth = { Authorization: `Bearer ${token}` };
+    await h.app.call("bdev_malloc_create", { name: "T0", num_blocks: 16, block_size: 512 });
+    const rpc = await h.web.request("/api/rpc", {
+      method: "POST",
+      body: JSON.stringify([
+        { jsonrpc: "2.0", id: 1, method: "bdev_get_bdevs", params: { name: "T0" } },
+        { jsonrpc: "2.0", id: 2, method: "no_such_method" },
+        { jsonrpc: "2.0", id: 3, method: "bdev_malloc_create", params: { name: "T1" } },
+      ]),
+      headers: { "Content-Type": "application/json", ...auth },
+    }, ENV);
+    assertEquals(rpc.status, 200);
+    const out = await rpc.json() as { id: number; result?: unknown; error?: { code: number } }[];
+    assertEquals(out.map((r) => r.error?.code ?? 0), [0, -32601, -32602]);
+    const parse = await h.web.request("/api/rpc", {
+      method: "POST",
+      body: "{not json",
+      headers: { "Content-Type": "application/json", ...auth },
+    }, ENV);
+    assertEquals((await parse.json() as { error: { code: number } }).error.code, -32700);
+
+    const bdevs = await (await h.web.request("/api/bdevs", { headers: auth }, ENV)).json() as {
+      name: string;
+    }[];
+    assertEquals(bdevs.map((b) => b.name), ["T0"]);
+    const stats = await (await h.web.request("/api/stats", { headers: auth }, ENV)).json() as {
+      bdevs: unknown[];
+    };
+    assertEquals(stats.bdevs.length, 1);
+    assertEquals((await h.web.request("/api/subsystems", { headers: auth }, ENV)).status, 200);
+    assertEquals((await h.web.request("/api/vhost", { headers: auth }, ENV)).status, 200);
+
+    const metrics = await h.web.request("/metrics", { headers: auth }, ENV);
+    assert(metrics.headers.get("Content-Type")?.startsWith("text/plain; version=0.0.4"));
+    const fams = parsePrometheusText(await metrics.text());
+    assert(fams.get("sluice_bdev_io_ops_total")?.samples.some((s) => s.labels["bdev"] === "T0"));
+
+    // Pages are for browsers: a token does not open them.
+    assertEquals((await h.web.request("/volumes", { headers: auth }, ENV)).status, 403);
+
+    const settings = await (await h.web.request("/settings", { headers: { Cookie: cookie } }, ENV))
+      .text();
+    assert(!settings.includes(token), "the token is shown only once");
+    const id = /name="id" value="([^"]+)"/.exec(settings)?.[1] as string;
+    const revoked = await h.web.request(
+      "/settings/tokens/revoke",
+      form(cookie, { _csrf: csrf, id }),
+      ENV,
+    );
+    assertEquals(revoked.status, 303);
+    assertEquals((await h.web.request("/api/bdevs", { headers: auth }, ENV)).status, 401);
+  });
+});
+
+Deno.test("web: changing the password ends other sessions; the old one no longer logs in", async () => {
+  await withWeb(async (h) => {
+    const a = await login(h);
+    const b = await login(h);
+    assert(a.cookie && a.csrf && b.cookie);
+    const wrong = await h.web.request(
+      "/settings/password",
+      form(a.cookie, { _csrf: a.csrf, current: "nope", new: "a-new-long-password" }),
+      ENV,
+    );
+    assertEquals(wrong.status, 401);
+    const short = await h.web.request(
+      "/settings/password",
+      form(a.cookie, { _csrf: a.csrf, current: h.password, new: "short" }),
+      ENV,
+    );
+    assertEquals(short.status, 400);
+    const ok = await h.web.request(
+      "/settings/password",
+      form(a.cookie, { _csrf: a.csrf, current: h.password, new: "a-new-long-password" }),
+      ENV,
+    );
+    assertEquals(ok.status, 200);
+    assertEquals((await h.web.request("/", { headers: { Cookie: a.cookie } }, ENV)).status, 200);
+    assertEquals((await h.web.request("/", { headers: { Cookie: b.cookie } }, ENV)).status, 303);
+    assertEquals((await login(h)).status, 401);
+    assertEquals((await login(h, "a-new-long-password")).status, 303);
+    // The file survives a restart with the new password.
+    const reopened = await AdminAuth.open(`${h.dir}/admin.json`);
+    assertEquals(reopened.initialPassword, undefined);
+    assert(await reopened.auth.verifyPassword("a-new-long-password"));
+  });
+});
+
+Deno.test("web: the dashboard's event stream sends a stats snapshot every period", async () => {
+  await withWeb(async (h) => {
+    const { cookie } = await login(h);
+    assert(cookie !== undefined);
+    await h.app.call("bdev_malloc_create", { name: "E0", num_blocks: 16, block_size: 512 });
+    const r = await h.web.request("/events", { headers: { Cookie: cookie } }, ENV);
+    assertEquals(r.status, 200);
+    assert(r.headers.get("Content-Type")?.startsWith("text/event-stream"));
+    const reader = (r.body as ReadableStream<Uint8Array>).pipeThrough(new TextDecoderStream())
+      .getReader();
+    let text = "";
+    while ((text.match(/event: stats/g) ?? []).length < 2) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+    }
+    await reader.cancel();
+    const data = /data: (.*)\n/.exec(text)?.[1] as string;
+    const s = JSON.parse(data) as { bdevs: { name: string }[] };
+    assertEquals(s.bdevs.map((b) => b.name), ["E0"]);
+  });
+});
+
+Deno.test("web: admin.json readable by others is refused", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-web-" });
+  try {
+    const path = `${dir}/admin.json`;
+    await AdminAuth.open(path, { iterations: 1000 });
+    await Deno.chmod(path, 0o644);
+    let msg = "";
+    try {
+      await AdminAuth.open(path);
+    } catch (e) {
+      msg = e instanceof Error ? e.message : String(e);
+    }
+    assert(msg.includes("chmod 600"), msg);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

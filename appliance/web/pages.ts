@@ -1,0 +1,419 @@
+/**
+ * The admin pages, rendered on the server with hono's `html` template
+ * (every interpolated value is HTML-escaped). No inline script: the
+ * Content-Security-Policy allows only /static/app.js.
+ * @module
+ */
+import { html } from "hono/html";
+
+/** What `html` returns. */
+export type Html = ReturnType<typeof html>;
+
+/** The subset of `bdev_get_bdevs` the pages show. */
+export interface BdevView {
+  name: string;
+  product_name: string;
+  block_size: number;
+  num_blocks: number;
+  claimed: boolean;
+  claimed_by?: string;
+  driver_specific: Record<string, unknown>;
+}
+
+/** The subset of `nvmf_get_subsystems` the pages show. */
+export interface SubsystemView {
+  nqn: string;
+  subtype: string;
+  allow_any_host?: boolean;
+  hosts?: { nqn: string }[];
+  listen_addresses: { trtype: string; traddr: string; trsvcid: string }[];
+  namespaces?: { nsid: number; bdev_name: string }[];
+}
+
+/** The subset of `vhost_get_controllers` the pages show. */
+export interface VhostView {
+  ctrlr: string;
+  socket: string;
+  backend_specific: { block: { bdev: string; readonly: boolean; num_queues: number } };
+}
+
+const STYLE = `
+body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1c2430;background:#f6f7f9}
+header{background:#1c2430;color:#fff;padding:.6em 1em;display:flex;gap:1.2em;align-items:center}
+header a{color:#cfe3ff;text-decoration:none}header a.on{color:#fff;font-weight:600}
+header form{margin-left:auto}main{padding:1em 1.5em;max-width:70em}
+table{border-collapse:collapse;background:#fff;margin:.5em 0 1.5em}
+th,td{border:1px solid #d5d9e0;padding:.3em .6em;text-align:left}th{background:#eef1f5}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+fieldset{border:1px solid #d5d9e0;background:#fff;margin:.5em 0 1.5em;max-width:40em}
+label{display:inline-block;margin:.2em 1em .2em 0}
+.error{color:#b00020;font-weight:600}.ok{color:#116b2f}
+canvas{background:#fff;border:1px solid #d5d9e0}
+`;
+
+function nav(active: string, csrf: string | null): Html {
+  const link = (href: string, name: string) =>
+    html`<a href="${href}" class="${active === href ? "on" : ""}">${name}</a>`;
+  return html`<header><strong>sluice</strong>${link("/", "Dashboard")}${
+    link("/volumes", "Volumes")
+  }${link("/exports", "Exports")}${link("/settings", "Settings")}${
+    csrf === null ? "" : html`<form method="post" action="/logout"><input type="hidden"
+      name="_csrf" value="${csrf}"><button>Log out</button></form>`
+  }</header>`;
+}
+
+/** The frame of every page; `csrf` null on the login page. */
+export function layout(title: string, active: string, csrf: string | null, body: Html): Html {
+  return html`
+    <!doctype html>
+    <html lang="en">
+      <head><meta charset="utf-8"><title>${title} · sluice</title>
+    <meta name="viewport" content="width=device-width,initial-scale=1">
+    ${csrf === null ? "" : html`<meta name="csrf-token" content="${csrf}">`}
+    <link rel="stylesheet" href="/static/style.css"></head>
+      <body>${nav(active, csrf)}<main><h1>${title}</h1>${body}</main>
+    <script src="/static/app.js" defer></script></body>
+    </html>
+  `;
+}
+
+/** The stylesheet (served from /static so the CSP needs no inline styles). */
+export const STYLESHEET = STYLE;
+
+/** The login form. */
+export function loginPage(csrf: string, error: string | null): Html {
+  return html`
+    <!doctype html>
+    <html lang="en">
+      <head>
+        <meta charset="utf-8">
+        <title>Log in · sluice</title>
+        <link rel="stylesheet" href="/static/style.css">
+      </head>
+      <body>
+        <header><strong>sluice</strong></header>
+        <main>
+          <h1>Log in</h1>
+          <form method="post" action="/login"><input type="hidden" name="_csrf" value="${csrf}">
+    <label>Admin password <input type="password" name="password" autocomplete="current-password"
+    required autofocus></label> <button>Log in</button>
+    ${error === null ? "" : html`<p class="error" id="login-error">${error}</p>`}</form>
+          <p>The password was printed once on the appliance's console at its first start.</p>
+        </main>
+      </body>
+    </html>
+  `;
+}
+
+function bytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${Number.isInteger(n) ? n : n.toFixed(1)} ${units[i]}`;
+}
+
+/** The dashboard: health and live per-volume IOPS (fed by /events). */
+export function dashboardPage(
+  csrf: string,
+  status: { version: string; uptime_s: number },
+  bdevs: BdevView[],
+  connections: number,
+  vhost: number,
+): Html {
+  return layout(
+    "Dashboard",
+    "/",
+    csrf,
+    html`
+      <p id="health" class="ok">Serving: sluice ${status.version}, up <span id="uptime">${status
+        .uptime_s}</span> s,
+      ${bdevs
+        .length} volume(s), <span id="connections">${connections}</span> NVMe/TCP connection(s),
+      ${vhost} vhost-user controller(s).</p>
+      <h2>IOPS (updated every second)</h2>
+      <canvas id="iops-chart" width="800" height="220" aria-label="IOPS per volume"></canvas>
+      <table id="iops">
+        <thead>
+          <tr>
+            <th>Volume</th>
+            <th>Read IOPS</th>
+            <th>Write IOPS</th>
+            <th>Read MiB/s</th>
+            <th>Write MiB/s</th>
+          </tr>
+        </thead>
+        <tbody>${bdevs.map((b) =>
+          html`
+            <tr data-bdev="${b.name}">
+              <td>${b.name}</td>
+              <td class="num r">0</td>
+              <td class="num w">0</td>
+              <td class="num rb">0</td>
+              <td class="num wb">0</td>
+            </tr>
+          `
+        )}</tbody>
+      </table>
+      <h2>Data-path reactor</h2>
+      <p id="reactor">busy <span id="busy">0</span> % of loop passes
+      (busy vs idle iterations in the last second)</p>
+    `,
+  );
+}
+
+/** The volumes: list with layering, create malloc, delete with confirmation. */
+export function volumesPage(
+  csrf: string,
+  bdevs: BdevView[],
+  form: { error: string | null; name?: string; sizeMiB?: string },
+  deleteError: { name: string; error: string } | null,
+): Html {
+  return layout(
+    "Volumes",
+    "/volumes",
+    csrf,
+    html`
+      <table id="volumes">
+        <thead>
+          <tr>
+            <th>Name</th>
+            <th>Type</th>
+            <th>Size</th>
+            <th>Block</th>
+            <th>Used by</th>
+            <th>Delete</th>
+          </tr>
+        </thead>
+        <tbody>${bdevs.map((b) =>
+          html`
+            <tr data-bdev="${b.name}">
+              <td>${b.name}</td>
+              <td>${b.product_name}</td>
+              <td class="num">${bytes(b.block_size * b.num_blocks)}</td>
+              <td class="num">${b.block_size} B</td>
+              <td>${b.claimed_by ?? ""}</td>
+              <td>
+                <form method="post" action="/volumes/delete">
+            <input type="hidden" name="_csrf" value="${csrf}"><input type="hidden" name="name" value="${b
+              .name}">
+            <label>Type the name to confirm <input name="confirm" required size="12"></label>
+            <button>Delete</button>${deleteError?.name === b.name
+              ? html`<span class="error delete-error">${deleteError.error}</span>`
+              : ""}</form>
+              </td>
+            </tr>
+          `
+        )}</tbody>
+      </table>
+      <form method="post" action="/volumes/create">
+        <fieldset><legend>Create a RAM volume (malloc)</legend>
+      <input type="hidden" name="_csrf" value="${csrf}">
+      <label>Name <input name="name" required pattern="[A-Za-z0-9_.:+\\-]{1,128}" value="${form
+        .name ?? ""}"></label>
+      <label>Size (MiB) <input name="size_mib" type="number" min="1" required value="${form
+        .sizeMiB ?? "64"}"></label>
+      <label>Block size <select name="block_size"><option>512</option><option>4096</option></select></label>
+      <button>Create</button>
+      ${form.error === null ? "" : html`<p class="error" id="create-error">${form.error}</p>`}
+        </fieldset>
+      </form>
+    `,
+  );
+}
+
+/** NVMe/TCP subsystems and vhost-user controllers. */
+export function exportsPage(csrf: string, subs: SubsystemView[], vhost: VhostView[]): Html {
+  return layout(
+    "Exports",
+    "/exports",
+    csrf,
+    html`
+      <h2>NVMe/TCP subsystems</h2>
+      <table id="subsystems">
+        <thead>
+          <tr>
+            <th>NQN</th>
+            <th>Listeners</th>
+            <th>Namespaces</th>
+            <th>Hosts</th>
+          </tr>
+        </thead>
+        <tbody>${subs.filter((s) => s.subtype === "NVMe").map((s) =>
+          html`
+            <tr>
+              <td>${s.nqn}</td>
+              <td>${s.listen_addresses.map((l) => `${l.trtype} ${l.traddr}:${l.trsvcid}`).join(
+                ", ",
+              )}</td>
+              <td>${(s.namespaces ?? []).map((n) => `${n.nsid}: ${n.bdev_name}`).join(", ")}</td>
+              <td>${s.allow_any_host ? "any" : (s.hosts ?? []).map((h) => h.nqn).join(", ")}</td>
+            </tr>
+          `
+        )}</tbody>
+      </table>
+      <h2>vhost-user-blk controllers</h2>
+      <table id="vhost">
+        <thead>
+          <tr>
+            <th>Controller</th>
+            <th>Socket</th>
+            <th>Volume</th>
+            <th>Queues</th>
+            <th>Read-only</th>
+          </tr>
+        </thead>
+        <tbody>${vhost.map((v) =>
+          html`
+            <tr>
+              <td>${v.ctrlr}</td>
+              <td>${v.socket}</td>
+              <td>${v.backend_specific.block.bdev}</td>
+              <td class="num">${v.backend_specific.block.num_queues}</td>
+              <td>${v.backend_specific.block.readonly ? "yes" : "no"}</td>
+            </tr>
+          `
+        )}</tbody>
+      </table>
+    `,
+  );
+}
+
+/** Settings: change the password, bearer tokens. */
+export function settingsPage(
+  csrf: string,
+  tokens: { id: string; name: string; created: string }[],
+  msg: { passwordError?: string; passwordOk?: boolean; tokenError?: string; newToken?: string },
+): Html {
+  return layout(
+    "Settings",
+    "/settings",
+    csrf,
+    html`
+      <form method="post" action="/settings/password">
+        <fieldset><legend>Change the admin password</legend>
+      <input type="hidden" name="_csrf" value="${csrf}">
+      <label>Current <input type="password" name="current" required autocomplete="current-password"></label>
+      <label>New (12 characters or more) <input type="password" name="new" required minlength="12"
+      autocomplete="new-password"></label><button>Change</button>
+      ${msg.passwordError
+        ? html`<p class="error" id="password-error">${msg.passwordError}</p>`
+        : ""}
+      ${msg.passwordOk
+        ? html`<p class="ok">Password changed; other sessions were logged out.</p>`
+        : ""}
+        </fieldset>
+      </form>
+      <h2>API tokens (for scripts: <code>Authorization: Bearer &lt;token&gt;</code>)</h2>
+      ${msg.newToken
+        ? html`<p class="ok">New token (shown only now, copy it): <code id="new-token">${msg.newToken}</code></p>`
+        : ""}
+      <table id="tokens">
+        <thead>
+          <tr>
+            <th>Name</th>
+            <th>Created</th>
+            <th></th>
+          </tr>
+        </thead>
+        <tbody>${tokens.map((t) =>
+          html`
+            <tr>
+              <td>${t.name}</td>
+              <td>${t.created}</td>
+              <td>
+                <form method="post"
+                  action="/settings/tokens/revoke"><input type="hidden" name="_csrf" value="${csrf}">
+            <input type="hidden" name="id" value="${t.id}"><button>Revoke</button></form>
+              </td>
+            </tr>
+          `
+        )}</tbody>
+      </table>
+      <form method="post" action="/settings/tokens">
+        <fieldset><legend>Create a token</legend>
+      <input type="hidden" name="_csrf" value="${csrf}"><label>Name <input name="name" required></label>
+      <button>Create</button>
+      ${msg.tokenError ? html`<p class="error" id="token-error">${msg.tokenError}</p>` : ""}
+        </fieldset>
+      </form>
+    `,
+  );
+}
+
+/**
+ * The dashboard's script: reads /events (one stats snapshot a second),
+ * turns counter differences into rates and draws the last minute.
+ */
+export const APP_JS = `"use strict";
+(() => {
+  const chart = document.getElementById("iops-chart");
+  if (!chart) return;
+  const ctx = chart.getContext("2d");
+  const history = new Map();
+  let prev = null;
+  const colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
+  const draw = () => {
+    ctx.clearRect(0, 0, chart.width, chart.height);
+    let max = 10;
+    for (const h of history.values()) for (const v of h) max = Math.max(max, v);
+    let i = 0;
+    ctx.font = "12px sans-serif";
+    for (const [name, h] of history) {
+      const color = colors[i % colors.length];
+      ctx.strokeStyle = color;
+      ctx.beginPath();
+      h.forEach((v, x) => {
+        const px = (x / 59) * (chart.width - 10) + 5;
+        const py = chart.height - 5 - (v / max) * (chart.height - 25);
+        if (x === 0) ctx.moveTo(px, py); else ctx.lineTo(px, py);
+      });
+      ctx.stroke();
+      ctx.fillStyle = color;
+      ctx.fillText(name, 8 + 120 * i, 14);
+      i++;
+    }
+    ctx.fillStyle = "#555";
+    ctx.fillText(Math.round(max) + " IOPS", chart.width - 90, 14);
+  };
+  const es = new EventSource("/events");
+  es.addEventListener("stats", (ev) => {
+    const s = JSON.parse(ev.data);
+    const up = document.getElementById("uptime");
+    if (up) up.textContent = String(s.uptime_s);
+    const conns = document.getElementById("connections");
+    if (conns) conns.textContent = String(s.nvmf_tcp ? s.nvmf_tcp.connections_open : 0);
+    if (prev) {
+      const dt = (s.taken_ms - prev.taken_ms) / 1000;
+      if (dt > 0) {
+        const r0 = prev.reactors[0].stats, r1 = s.reactors[0].stats;
+        const busy = r1.busyIterations - r0.busyIterations;
+        const idle = r1.idleIterations - r0.idleIterations;
+        const b = document.getElementById("busy");
+        if (b) b.textContent = busy + idle > 0 ? (100 * busy / (busy + idle)).toFixed(1) : "0";
+        for (const v of s.bdevs) {
+          const p = prev.bdevs.find((x) => x.name === v.name);
+          if (!p) continue;
+          const rate = (k) => (v[k] - p[k]) / dt;
+          const iops = rate("read_ops") + rate("write_ops");
+          const h = history.get(v.name) || [];
+          h.push(iops);
+          if (h.length > 60) h.shift();
+          history.set(v.name, h);
+          const row = document.querySelector('tr[data-bdev="' + CSS.escape(v.name) + '"]');
+          if (row) {
+            row.querySelector(".r").textContent = Math.round(rate("read_ops"));
+            row.querySelector(".w").textContent = Math.round(rate("write_ops"));
+            row.querySelector(".rb").textContent = (rate("read_bytes") / 1048576).toFixed(1);
+            row.querySelector(".wb").textContent = (rate("write_bytes") / 1048576).toFixed(1);
+          }
+        }
+        draw();
+      }
+    }
+    prev = s;
+  });
+})();
+`;
