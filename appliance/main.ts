@@ -28,6 +28,7 @@ import {
 } from "../src/crypto/engines.ts";
 import { loadKeyFile } from "../src/crypto/keys.ts";
 import { configureGuestWindow } from "../wasm/kernels.ts";
+import { startAdmin } from "./web/start.ts";
 
 /** The wasm guest window of `serve` (wasm/guest_window.ts), in MiB. */
 const DEFAULT_GUEST_WINDOW_MIB = 2048;
@@ -36,6 +37,7 @@ const DEFAULT_STATE_DIR = "./var";
 const DEFAULT_VOLUME_BYTES = 1024 ** 3;
 const DEFAULT_NQN = "nqn.2026-11.dev.sluice:default";
 const DEFAULT_NVMF_LISTEN = "127.0.0.1:4420";
+const DEFAULT_ADMIN_LISTEN = "127.0.0.1:8080";
 
 const USAGE = `sluice ${VERSION}: fast, safe virtual disks (vhost-user-blk, NVMe/TCP)
 
@@ -76,6 +78,9 @@ Options:
                       memory for VM memory shared over vhost-user, so rings are parsed in WASM
                       in place. Virtual only: it costs no RAM. VMs that do not fit are served
                       all the same, with rings parsed in TypeScript. 0 turns it off.
+  --admin-listen A:P  Where the web admin listens (default ${DEFAULT_ADMIN_LISTEN}); "off" turns it
+                      off. Its password is printed once at the first start (docs/admin.md).
+                      When the default port is taken, the appliance serves without it.
   -h, --help          Show this help`;
 
 const RPC_USAGE = `Usage: sluice rpc <method> [--param value ...] [options]
@@ -181,6 +186,10 @@ async function serve(p: ParsedArgs): Promise<number> {
     throw new UsageError(`--crypto-engine / --crc-engine: ${errorText(e)}`);
   }
   const listen = parseListen(optString(p, "nvmf-listen") ?? DEFAULT_NVMF_LISTEN);
+  const adminOpt = optString(p, "admin-listen");
+  const adminListen = adminOpt === "off"
+    ? null
+    : parseListen(adminOpt ?? DEFAULT_ADMIN_LISTEN, "--admin-listen", true);
   const windowMiB = Number(optString(p, "guest-window-mib") ?? DEFAULT_GUEST_WINDOW_MIB);
   if (!Number.isInteger(windowMiB) || windowMiB < 0 || windowMiB > 3072) {
     throw new UsageError("--guest-window-mib must be an integer from 0 to 3072");
@@ -220,13 +229,26 @@ async function serve(p: ParsedArgs): Promise<number> {
     return 1;
   }
 
-  const server = new RpcServer({
-    path: socketPath,
-    table: app.rpc,
-    ctx: app,
-    onMutated: () => writeConfigFile(configPath, buildConfig(app)),
-    log,
-  });
+  const onMutated = () => writeConfigFile(configPath, buildConfig(app));
+  const server = new RpcServer({ path: socketPath, table: app.rpc, ctx: app, onMutated, log });
+  let admin: Awaited<ReturnType<typeof startAdmin>> = null;
+  if (adminListen !== null) {
+    try {
+      admin = await startAdmin({
+        stateDir,
+        hostname: adminListen.traddr,
+        port: Number(adminListen.trsvcid),
+        engine: { table: app.rpc, ctx: app, onMutated },
+        log,
+        required: adminOpt !== undefined,
+      });
+    } catch (e) {
+      console.error(`sluice: web admin: ${errorText(e)}`);
+      await server.close();
+      await app.shutdown();
+      return 1;
+    }
+  }
   for (const b of app.bdevs.list()) {
     log(
       `bdev ${b.name}: ${b.module}, ${
@@ -252,17 +274,23 @@ async function serve(p: ParsedArgs): Promise<number> {
   const sig = await stopped;
   log(`${sig}: shutting down`);
   for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+  await admin?.close();
   await server.close();
   await app.shutdown();
   log("stopped");
   return 0;
 }
 
-function parseListen(s: string): { traddr: string; trsvcid: string } {
+/** ADDRESS:PORT; port 0 (any free port) only where `anyPort` says so. */
+function parseListen(
+  s: string,
+  option = "--nvmf-listen",
+  anyPort = false,
+): { traddr: string; trsvcid: string } {
   const i = s.lastIndexOf(":");
   const port = Number(s.slice(i + 1));
-  if (i <= 0 || !Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new UsageError(`--nvmf-listen must be ADDRESS:PORT, got '${s}'`);
+  if (i <= 0 || !Number.isInteger(port) || port < (anyPort ? 0 : 1) || port > 65535) {
+    throw new UsageError(`${option} must be ADDRESS:PORT, got '${s}'`);
   }
   return { traddr: s.slice(0, i), trsvcid: String(port) };
 }

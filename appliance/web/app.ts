@@ -53,6 +53,8 @@ export interface AdminAppOptions {
   log?: (msg: string) => void;
   /** The period of the dashboard's server-sent events (default 1000 ms). */
   eventIntervalMs?: number;
+  /** Aborted when the server shuts down: event streams end so shutdown need not wait. */
+  signal?: AbortSignal;
 }
 
 /** Bindings given by the server: the client's address (for the login limit). */
@@ -280,7 +282,7 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
       stream.onAbort(() => {
         open = false;
       });
-      while (open) {
+      while (open && !opts.signal?.aborted) {
         const s = await call("sluice_get_stats");
         await stream.writeSSE({ event: "stats", data: JSON.stringify(s) });
         await stream.sleep(opts.eventIntervalMs ?? 1000);
@@ -436,8 +438,9 @@ export function serveAdmin(
   hostname: string,
   port: number,
   log: (msg: string) => void = () => {},
+  /** Aborted by close(); give the same one to createAdminApp so event streams end. */
+  ac: AbortController = new AbortController(),
 ): AdminServer {
-  const ac = new AbortController();
   const server = Deno.serve({
     hostname,
     port,
