@@ -22,6 +22,7 @@ import {
   APP_JS,
   type BdevView,
   dashboardPage,
+  type ExportsForm,
   exportsPage,
   loginPage,
   settingsPage,
@@ -225,15 +226,13 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
     if (s === null) throw new Error("pages need a session");
     return s.csrf;
   };
-  const pageOnly: MiddlewareHandler<Env> = async (c, next) => {
-    if (c.get("session") === null) return jsonError(c, 403, "pages need a browser session");
+  // Pages and their forms are for browsers: a bearer token reaches only the API.
+  app.use("*", async (c, next) => {
+    if (!isApi(c.req.path) && c.get("session") === null) {
+      return jsonError(c, 403, "pages need a browser session");
+    }
     return await next();
-  };
-  for (
-    const p of ["/", "/volumes", "/volumes/*", "/exports", "/settings", "/settings/*", "/logout"]
-  ) {
-    app.use(p, pageOnly);
-  }
+  });
 
   app.post("/logout", (c) => {
     const s = c.get("session");
@@ -369,14 +368,91 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
     return c.redirect("/volumes", 303);
   });
 
-  app.get("/exports", async (c) =>
+  const exportsView = async (c: Context<Env>, form: ExportsForm = {}, status: 200 | 400 = 200) =>
     c.html(
       exportsPage(
         csrfOf(c),
         await call("nvmf_get_subsystems") as SubsystemView[],
         await call("vhost_get_controllers") as VhostView[],
+        (await call("bdev_get_bdevs") as BdevView[]).map((b) => b.name),
+        form,
       ),
-    ));
+      status,
+    );
+  app.get("/exports", (c) => exportsView(c));
+  app.post("/exports/nvmf/create", async (c) => {
+    const values = strings(await c.req.parseBody());
+    const nqn = values["nqn"] ?? "";
+    const listen = /^(.+):(\d{1,5})$/.exec(values["listen"] ?? "");
+    if (listen === null) {
+      return exportsView(c, { nvmfError: "Listen on ADDRESS:PORT.", values }, 400);
+    }
+    let created = false;
+    try {
+      const transports = await call("nvmf_get_transports") as unknown[];
+      if (transports.length === 0) await call("nvmf_create_transport", { trtype: "TCP" });
+      await call("nvmf_create_subsystem", { nqn, allow_any_host: true });
+      created = true;
+      await call("nvmf_subsystem_add_ns", { nqn, namespace: { bdev_name: values["bdev"] ?? "" } });
+      await call("nvmf_subsystem_add_listener", {
+        nqn,
+        listen_address: {
+          trtype: "TCP",
+          adrfam: (listen[1] as string).includes(":") ? "IPv6" : "IPv4",
+          traddr: (listen[1] as string).replace(/^\[(.*)\]$/, "$1"),
+          trsvcid: listen[2],
+        },
+      });
+    } catch (e) {
+      // All or nothing: a half-made subsystem would only confuse.
+      if (created) await call("nvmf_delete_subsystem", { nqn }).catch(() => {});
+      return exportsView(c, { nvmfError: errorText(e), values }, 400);
+    }
+    return c.redirect("/exports", 303);
+  });
+  app.post("/exports/nvmf/delete", async (c) => {
+    const f = strings(await c.req.parseBody());
+    const nqn = f["nqn"] ?? "";
+    if (f["confirm"] !== nqn) {
+      return exportsView(c, { deleteError: { key: nqn, error: "Type the NQN to confirm." } }, 400);
+    }
+    try {
+      await call("nvmf_delete_subsystem", { nqn });
+    } catch (e) {
+      return exportsView(c, { deleteError: { key: nqn, error: errorText(e) } }, 400);
+    }
+    return c.redirect("/exports", 303);
+  });
+  app.post("/exports/vhost/create", async (c) => {
+    const values = strings(await c.req.parseBody());
+    const queues = Number(values["num_queues"] ?? "1");
+    try {
+      await call("vhost_create_blk_controller", {
+        ctrlr: values["ctrlr"] ?? "",
+        dev_name: values["vhost_bdev"] ?? "",
+        ...(values["socket"] ? { socket: values["socket"] } : {}),
+        num_queues: Number.isInteger(queues) ? queues : values["num_queues"],
+      });
+    } catch (e) {
+      return exportsView(c, { vhostError: errorText(e), values }, 400);
+    }
+    return c.redirect("/exports", 303);
+  });
+  app.post("/exports/vhost/delete", async (c) => {
+    const f = strings(await c.req.parseBody());
+    const ctrlr = f["ctrlr"] ?? "";
+    if (f["confirm"] !== ctrlr) {
+      return exportsView(c, {
+        deleteError: { key: ctrlr, error: "Type the controller's name to confirm." },
+      }, 400);
+    }
+    try {
+      await call("vhost_delete_controller", { ctrlr });
+    } catch (e) {
+      return exportsView(c, { deleteError: { key: ctrlr, error: errorText(e) } }, 400);
+    }
+    return c.redirect("/exports", 303);
+  });
 
   const settings = (
     c: Context<Env>,
@@ -419,6 +495,13 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
     return c.redirect("/settings", 303);
   });
   return app;
+}
+
+/** The string fields of a parsed form (files and repeated fields dropped). */
+function strings(f: Record<string, unknown>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(f)) if (typeof v === "string" && k !== "_csrf") out[k] = v;
+  return out;
 }
 
 function errorText(e: unknown): string {

@@ -3,6 +3,7 @@ import { App } from "../../src/app.ts";
 import { parsePrometheusText } from "../../src/stats/prometheus_parse.ts";
 import { AdminAuth } from "./auth.ts";
 import { createAdminApp, CSRF_HEADER, LOGIN_CSRF_COOKIE, SESSION_COOKIE } from "./app.ts";
+import { freePort } from "../../src/testing/net.ts";
 
 interface Harness {
   app: App;
@@ -423,4 +424,61 @@ Deno.test("web: admin.json readable by others is refused", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("web: exports forms make and remove NVMe/TCP subsystems and vhost controllers, all or nothing", async () => {
+  await withWeb(async (h) => {
+    const { cookie, csrf } = await login(h);
+    assert(cookie !== undefined && csrf !== undefined);
+    await h.app.call("bdev_malloc_create", { name: "X0", num_blocks: 64, block_size: 512 });
+    const nqn = "nqn.2026-11.dev.sluice:webtest";
+    const port = String(freePort());
+    const post = async (path: string, f: Record<string, string>): Promise<Response> =>
+      await h.web.request(path, form(cookie, { _csrf: csrf, ...f }), ENV);
+
+    // A missing volume fails at the namespace step: the subsystem made before it is removed.
+    const bad = await post("/exports/nvmf/create", {
+      nqn,
+      bdev: "nope",
+      listen: `127.0.0.1:${port}`,
+    });
+    assertEquals(bad.status, 400);
+    assert((await bad.text()).includes('id="nvmf-error"'));
+    const subs = () =>
+      h.app.call("nvmf_get_subsystems") as Promise<{ nqn: string; subtype: string }[]>;
+    assertEquals((await subs()).filter((s) => s.subtype === "NVMe").length, 0);
+
+    const ok = await post("/exports/nvmf/create", { nqn, bdev: "X0", listen: `127.0.0.1:${port}` });
+    assertEquals(ok.status, 303);
+    const page = await (await h.web.request("/exports", { headers: { Cookie: cookie } }, ENV))
+      .text();
+    assert(page.includes(`data-nqn="${nqn}"`) && page.includes(`127.0.0.1:${port}`), page);
+    const unconfirmed = await post("/exports/nvmf/delete", { nqn, confirm: "x" });
+    assertEquals(unconfirmed.status, 400);
+    assertEquals(
+      await post("/exports/nvmf/delete", { nqn, confirm: nqn }).then((r) => r.status),
+      303,
+    );
+    assertEquals((await subs()).filter((s) => s.subtype === "NVMe").length, 0);
+
+    const sock = `${h.dir}/vh0.sock`;
+    const vh = await post("/exports/vhost/create", {
+      ctrlr: "vh0",
+      vhost_bdev: "X0",
+      socket: sock,
+    });
+    assertEquals(vh.status, 303);
+    const dup = await post("/exports/vhost/create", {
+      ctrlr: "vh0",
+      vhost_bdev: "X0",
+      socket: sock,
+    });
+    assertEquals(dup.status, 400);
+    assert((await dup.text()).includes('id="vhost-error"'));
+    assertEquals(
+      await post("/exports/vhost/delete", { ctrlr: "vh0", confirm: "vh0" }).then((r) => r.status),
+      303,
+    );
+    assertEquals((await h.app.call("vhost_get_controllers") as unknown[]).length, 0);
+  });
 });

@@ -224,8 +224,43 @@ export function volumesPage(
   );
 }
 
-/** NVMe/TCP subsystems and vhost-user controllers. */
-export function exportsPage(csrf: string, subs: SubsystemView[], vhost: VhostView[]): Html {
+/** Errors and kept values of the Exports forms. */
+export interface ExportsForm {
+  nvmfError?: string;
+  vhostError?: string;
+  deleteError?: { key: string; error: string };
+  values?: Record<string, string>;
+}
+
+function confirmDelete(
+  csrf: string,
+  action: string,
+  field: string,
+  value: string,
+  form: ExportsForm,
+): Html {
+  return html`<form method="post" action="${action}"><input type="hidden" name="_csrf" value="${csrf}">
+<input type="hidden" name="${field}" value="${value}"><label>Type <code>${value}</code> to confirm
+<input name="confirm" required size="12"></label><button>Delete</button>${
+    form.deleteError?.key === value
+      ? html`<span class="error delete-error">${form.deleteError.error}</span>`
+      : ""
+  }</form>`;
+}
+
+/** NVMe/TCP subsystems and vhost-user controllers: list, create, delete. */
+export function exportsPage(
+  csrf: string,
+  subs: SubsystemView[],
+  vhost: VhostView[],
+  bdevNames: string[],
+  form: ExportsForm = {},
+): Html {
+  const v = form.values ?? {};
+  const bdevSelect = (name: string) =>
+    html`<select name="${name}" required>${
+      bdevNames.map((b) => html`<option ${v[name] === b ? "selected" : ""}>${b}</option>`)
+    }</select>`;
   return layout(
     "Exports",
     "/exports",
@@ -239,21 +274,36 @@ export function exportsPage(csrf: string, subs: SubsystemView[], vhost: VhostVie
             <th>Listeners</th>
             <th>Namespaces</th>
             <th>Hosts</th>
+            <th>Delete</th>
           </tr>
         </thead>
         <tbody>${subs.filter((s) => s.subtype === "NVMe").map((s) =>
           html`
-            <tr>
+            <tr data-nqn="${s.nqn}">
               <td>${s.nqn}</td>
               <td>${s.listen_addresses.map((l) => `${l.trtype} ${l.traddr}:${l.trsvcid}`).join(
                 ", ",
               )}</td>
               <td>${(s.namespaces ?? []).map((n) => `${n.nsid}: ${n.bdev_name}`).join(", ")}</td>
               <td>${s.allow_any_host ? "any" : (s.hosts ?? []).map((h) => h.nqn).join(", ")}</td>
+              <td>${confirmDelete(csrf, "/exports/nvmf/delete", "nqn", s.nqn, form)}</td>
             </tr>
           `
         )}</tbody>
       </table>
+      <form method="post" action="/exports/nvmf/create">
+        <fieldset><legend>Export a volume over NVMe/TCP</legend>
+      <input type="hidden" name="_csrf" value="${csrf}">
+      <label>Subsystem NQN <input name="nqn" required size="40" value="${v["nqn"] ??
+        "nqn.2026-11.dev.sluice:"}"></label>
+      <label>Volume ${bdevSelect("bdev")}</label>
+      <label>Listen on <input name="listen" required value="${v["listen"] ??
+        "127.0.0.1:4420"}" placeholder="ADDRESS:PORT"></label>
+      <p>Any host may connect (allowed hosts can be set with nvmf_subsystem_add_host).</p>
+      <button>Export</button>
+      ${form.nvmfError ? html`<p class="error" id="nvmf-error">${form.nvmfError}</p>` : ""}
+        </fieldset>
+      </form>
       <h2>vhost-user-blk controllers</h2>
       <table id="vhost">
         <thead>
@@ -263,20 +313,36 @@ export function exportsPage(csrf: string, subs: SubsystemView[], vhost: VhostVie
             <th>Volume</th>
             <th>Queues</th>
             <th>Read-only</th>
+            <th>Delete</th>
           </tr>
         </thead>
-        <tbody>${vhost.map((v) =>
+        <tbody>${vhost.map((c) =>
           html`
-            <tr>
-              <td>${v.ctrlr}</td>
-              <td>${v.socket}</td>
-              <td>${v.backend_specific.block.bdev}</td>
-              <td class="num">${v.backend_specific.block.num_queues}</td>
-              <td>${v.backend_specific.block.readonly ? "yes" : "no"}</td>
+            <tr data-ctrlr="${c.ctrlr}">
+              <td>${c.ctrlr}</td>
+              <td>${c.socket}</td>
+              <td>${c.backend_specific.block.bdev}</td>
+              <td class="num">${c.backend_specific.block.num_queues}</td>
+              <td>${c.backend_specific.block.readonly ? "yes" : "no"}</td>
+              <td>${confirmDelete(csrf, "/exports/vhost/delete", "ctrlr", c.ctrlr, form)}</td>
             </tr>
           `
         )}</tbody>
       </table>
+      <form method="post" action="/exports/vhost/create">
+        <fieldset><legend>Serve a volume to VMs (vhost-user-blk)</legend>
+      <input type="hidden" name="_csrf" value="${csrf}">
+      <label>Controller <input name="ctrlr" required value="${v["ctrlr"] ?? ""}"></label>
+      <label>Volume ${bdevSelect("vhost_bdev")}</label>
+      <label>Socket path <input name="socket" size="30" value="${v["socket"] ??
+        ""}" placeholder="default: var/CONTROLLER.sock"></label>
+      <label>Queues <input name="num_queues" type="number" min="1" max="64" value="${v[
+        "num_queues"
+      ] ?? "1"}"></label>
+      <button>Create</button>
+      ${form.vhostError ? html`<p class="error" id="vhost-error">${form.vhostError}</p>` : ""}
+        </fieldset>
+      </form>
     `,
   );
 }
