@@ -136,7 +136,10 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
   app.get("/api/openapi.json", (c) => c.json(openApiDocument(engine.ctx.version)));
 
   const showLogin = (c: Context<Env>, error: string | null, status: 200 | 401 | 403 | 429) => {
-    const csrf = randomToken(24);
+    // Keep a token the browser already has: it may load /login again in the background
+    // (Chromium does), and a new cookie would no longer match the form on screen.
+    const had = getCookie(c, LOGIN_CSRF_COOKIE);
+    const csrf = had !== undefined && /^[A-Za-z0-9_-]{32}$/.test(had) ? had : randomToken(24);
     setCookie(c, LOGIN_CSRF_COOKIE, csrf, {
       httpOnly: true,
       sameSite: "Strict",

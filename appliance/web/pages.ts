@@ -430,13 +430,24 @@ export const APP_JS = `"use strict";
     for (const [name, h] of history) {
       const color = colors[i % colors.length];
       ctx.strokeStyle = color;
+      ctx.fillStyle = color;
+      ctx.lineWidth = 2;
       ctx.beginPath();
+      // The newest point at the right edge, one second per step, the last minute shown.
+      const step = (chart.width - 10) / 59;
+      const at = (v, x) => [
+        chart.width - 5 - (h.length - 1 - x) * step,
+        chart.height - 5 - (v / max) * (chart.height - 25),
+      ];
       h.forEach((v, x) => {
-        const px = (x / 59) * (chart.width - 10) + 5;
-        const py = chart.height - 5 - (v / max) * (chart.height - 25);
+        const [px, py] = at(v, x);
         if (x === 0) ctx.moveTo(px, py); else ctx.lineTo(px, py);
       });
       ctx.stroke();
+      h.forEach((v, x) => {
+        const [px, py] = at(v, x);
+        ctx.fillRect(px - 2, py - 2, 4, 4);
+      });
       ctx.fillStyle = color;
       ctx.fillText(name, 8 + 120 * i, 14);
       i++;
@@ -476,6 +487,11 @@ export const APP_JS = `"use strict";
             row.querySelector(".wb").textContent = (rate("write_bytes") / 1048576).toFixed(1);
           }
         }
+        let total = 0;
+        for (const h of history.values()) total += h[h.length - 1] || 0;
+        // Read by the browser test: the chart's latest point, all volumes together.
+        chart.dataset.lastIops = String(Math.round(total));
+        chart.dataset.points = String(Math.max(0, ...[...history.values()].map((h) => h.length)));
         draw();
       }
     }
