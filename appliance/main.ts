@@ -19,6 +19,7 @@ import { rpcCall, RpcClientError, RpcServer } from "../src/rpc/server.ts";
 import { VERSION } from "../src/version.ts";
 import { perf, PERF_USAGE } from "./perf.ts";
 import { dd, DD_USAGE } from "./dd.ts";
+import { top, TOP_USAGE } from "./top.ts";
 import { keyStoreOf } from "../src/crypto/crypto_rpc.ts";
 import { selectCrc32cEngine } from "../src/nvmf_tcp/crc_engine.ts";
 import {
@@ -47,6 +48,7 @@ Commands:
   serve     Run the appliance (the default config serves a 1 GiB volume from ./var)
   rpc       Call a JSON-RPC method on a running appliance
   status    Show what a running appliance is serving
+  top       Live per-volume IOPS and throughput of a running appliance (sluice top --help)
   perf      Measure an NVMe-oF target as spdk_nvme_perf does (sluice perf --help)
   dd        Copy between files and bdevs offline, as spdk_dd does (sluice dd --help)
   help      Show this help, or a command's: sluice help <command>
@@ -451,6 +453,8 @@ export async function main(args: string[]): Promise<number> {
         return await perf(rest);
       case "dd":
         return await dd(rest);
+      case "top":
+        return await top(rest);
       case "--version":
       case "version":
         console.log(`sluice ${VERSION}`);
@@ -470,6 +474,8 @@ export async function main(args: string[]): Promise<number> {
           ? PERF_USAGE
           : topic === "dd"
           ? DD_USAGE
+          : topic === "top"
+          ? TOP_USAGE
           : USAGE;
         console.log(usage);
         return command === undefined ? 2 : 0;

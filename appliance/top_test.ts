@@ -1,0 +1,44 @@
+import { assert, assertEquals } from "../src/testing/assert.ts";
+import type { StatsSnapshot } from "../src/stats/stats.ts";
+import { renderTop } from "./top.ts";
+
+function snap(takenMs: number, readOps: number, busy: number, idle: number): StatsSnapshot {
+  return {
+    version: "0.1.0",
+    uptime_s: 5,
+    taken_ms: takenMs,
+    bdevs: [{
+      name: "Malloc0",
+      module: "malloc",
+      read_ops: readOps,
+      read_bytes: readOps * 4096,
+      write_ops: 0,
+      write_bytes: 0,
+      unmap_ops: 0,
+      flush_ops: 0,
+      write_zeroes_ops: 0,
+      errors: 0,
+      queued: 0,
+    }],
+    reactors: [{ id: 0, stats: { busyIterations: busy, idleIterations: idle } }],
+    nvmf_tcp: null,
+    vhost_controllers: 0,
+  };
+}
+
+Deno.test("top: rates are differences over the interval; the first screen shows totals", () => {
+  const first = renderTop(snap(1000, 500, 10, 10), null);
+  assert(first.includes("totals since start"), first);
+  const row0 = first.split("\n").find((l) => l.startsWith("Malloc0")) as string;
+  assertEquals(row0.split(/\s+/).slice(0, 4), ["Malloc0", "malloc", "500", "0"]);
+
+  const screen = renderTop(snap(3000, 2500, 40, 70), snap(1000, 500, 10, 10));
+  const lines = screen.split("\n");
+  assert(lines[0]?.includes("reactor busy 33.3%"), lines[0]);
+  const row = lines.find((l) => l.startsWith("Malloc0")) as string;
+  // 2000 reads in 2 s: 1000 IOPS, 1000 * 4 KiB/s = 3.9 MiB/s.
+  assertEquals(row.split(/\s+/), ["Malloc0", "malloc", "1000", "0", "3.9", "0.0", "0"]);
+  // Columns line up under the header.
+  const head = lines.find((l) => l.startsWith("VOLUME")) as string;
+  assertEquals(head.length, row.length);
+});
