@@ -5,7 +5,7 @@
  * @module
  */
 import { rpcCall, RpcClientError } from "../src/rpc/server.ts";
-import type { StatsSnapshot } from "../src/stats/stats.ts";
+import type { LatencyView, StatsSnapshot } from "../src/stats/stats.ts";
 
 export const TOP_USAGE = `Usage: sluice top [options]
 
@@ -23,6 +23,25 @@ The screen is cleared between refreshes only when stdout is a terminal;
 otherwise each refresh is printed after the previous one.`;
 
 const MIB = 1024 * 1024;
+
+/**
+ * p50 and p99 of the I/Os sampled since `prev` (all of them without one), as
+ * the upper bounds of their histogram buckets; "-" without samples.
+ */
+function quantiles(cur: LatencyView, prev: LatencyView | undefined): [string, string] {
+  const d = cur.buckets.map(([, n], i) => n - (prev?.buckets[i]?.[1] ?? 0));
+  const total = d.reduce((a, x) => a + x, 0);
+  const q = (f: number): string => {
+    if (total === 0) return "-";
+    let seen = 0;
+    for (let i = 0; i < d.length; i++) {
+      seen += d[i] as number;
+      if (seen >= f * total) return String(cur.buckets[i]?.[0] ?? "slow");
+    }
+    return "-";
+  };
+  return [q(0.5), q(0.99)];
+}
 
 /** One screen: `cur` against `prev` (rates), or totals when there is no `prev`. */
 export function renderTop(cur: StatsSnapshot, prev: StatsSnapshot | null): string {
@@ -52,6 +71,8 @@ export function renderTop(cur: StatsSnapshot, prev: StatsSnapshot | null): strin
     "WRITE IOPS",
     "READ MiB/s",
     "WRITE MiB/s",
+    "P50 <us",
+    "P99 <us",
     "ERRORS",
   ];
   const rows: string[][] = [head];
@@ -66,6 +87,7 @@ export function renderTop(cur: StatsSnapshot, prev: StatsSnapshot | null): strin
       Math.round(rate(b.write_ops, p?.write_ops)).toString(),
       (rate(b.read_bytes, p?.read_bytes) / MIB).toFixed(1),
       (rate(b.write_bytes, p?.write_bytes) / MIB).toFixed(1),
+      ...quantiles(b.latency, prev === null ? undefined : p?.latency),
       String(b.errors),
     ]);
   }

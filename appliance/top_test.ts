@@ -2,7 +2,13 @@ import { assert, assertEquals } from "../src/testing/assert.ts";
 import type { StatsSnapshot } from "../src/stats/stats.ts";
 import { renderTop } from "./top.ts";
 
-function snap(takenMs: number, readOps: number, busy: number, idle: number): StatsSnapshot {
+function snap(
+  takenMs: number,
+  readOps: number,
+  busy: number,
+  idle: number,
+  buckets: [number | null, number][] = [[1, 0], [2, 0], [4, 0], [null, 0]],
+): StatsSnapshot {
   return {
     version: "0.1.0",
     uptime_s: 5,
@@ -19,6 +25,7 @@ function snap(takenMs: number, readOps: number, busy: number, idle: number): Sta
       write_zeroes_ops: 0,
       errors: 0,
       queued: 0,
+      latency: { sample_every: 8, samples: 0, sum_ms: 0, buckets, p50_us: null, p99_us: null },
     }],
     reactors: [{ id: 0, stats: { busyIterations: busy, idleIterations: idle } }],
     nvmf_tcp: null,
@@ -31,13 +38,28 @@ Deno.test("top: rates are differences over the interval; the first screen shows 
   assert(first.includes("totals since start"), first);
   const row0 = first.split("\n").find((l) => l.startsWith("Malloc0")) as string;
   assertEquals(row0.split(/\s+/).slice(0, 4), ["Malloc0", "malloc", "500", "0"]);
+  assertEquals(row0.split(/\s+/).slice(6, 8), ["-", "-"], "no samples: no quantiles");
 
-  const screen = renderTop(snap(3000, 2500, 40, 70), snap(1000, 500, 10, 10));
+  // In the interval: 98 samples under 2 us, 2 slower than 4 us (the unbounded bucket).
+  const screen = renderTop(
+    snap(3000, 2500, 40, 70, [[1, 5], [2, 103], [4, 0], [null, 3]]),
+    snap(1000, 500, 10, 10, [[1, 5], [2, 5], [4, 0], [null, 1]]),
+  );
   const lines = screen.split("\n");
   assert(lines[0]?.includes("reactor busy 33.3%"), lines[0]);
   const row = lines.find((l) => l.startsWith("Malloc0")) as string;
   // 2000 reads in 2 s: 1000 IOPS, 1000 * 4 KiB/s = 3.9 MiB/s.
-  assertEquals(row.split(/\s+/), ["Malloc0", "malloc", "1000", "0", "3.9", "0.0", "0"]);
+  assertEquals(row.split(/\s+/), [
+    "Malloc0",
+    "malloc",
+    "1000",
+    "0",
+    "3.9",
+    "0.0",
+    "2",
+    "slow",
+    "0",
+  ]);
   // Columns line up under the header.
   const head = lines.find((l) => l.startsWith("VOLUME")) as string;
   assertEquals(head.length, row.length);

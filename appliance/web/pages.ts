@@ -143,6 +143,8 @@ export function dashboardPage(
             <th>Write IOPS</th>
             <th>Read MiB/s</th>
             <th>Write MiB/s</th>
+            <th>Latency p50</th>
+            <th>p99</th>
           </tr>
         </thead>
         <tbody>${bdevs.map((b) =>
@@ -153,6 +155,8 @@ export function dashboardPage(
               <td class="num w">0</td>
               <td class="num rb">0</td>
               <td class="num wb">0</td>
+              <td class="num p50">-</td>
+              <td class="num p99">-</td>
             </tr>
           `
         )}</tbody>
@@ -485,6 +489,24 @@ export const APP_JS = `"use strict";
             row.querySelector(".w").textContent = Math.round(rate("write_ops"));
             row.querySelector(".rb").textContent = (rate("read_bytes") / 1048576).toFixed(1);
             row.querySelector(".wb").textContent = (rate("write_bytes") / 1048576).toFixed(1);
+            // Quantiles of the I/Os sampled in this interval: bucket counts minus the last ones.
+            const d = v.latency.buckets.map((b, i) => b[1] - (p.latency.buckets[i] || [0, 0])[1]);
+            const n = d.reduce((a, x) => a + x, 0);
+            const q = (f) => {
+              if (n === 0) return "-";
+              let seen = 0;
+              for (let i = 0; i < d.length; i++) {
+                seen += d[i];
+                if (seen >= f * n) {
+                  const us = v.latency.buckets[i][0];
+                  if (us === null) return "slow";
+                  return us >= 1000 ? "< " + us / 1000 + " ms" : "< " + us + " \u00b5s";
+                }
+              }
+              return "-";
+            };
+            row.querySelector(".p50").textContent = q(0.5);
+            row.querySelector(".p99").textContent = q(0.99);
           }
         }
         let total = 0;

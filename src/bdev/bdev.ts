@@ -51,6 +51,15 @@ export interface BdevClaim {
   by: string;
 }
 
+/**
+ * Latency histogram buckets: bucket i counts sampled I/Os that took less
+ * than 2^i microseconds (and at least 2^(i-1)); the last one everything
+ * slower (2^22 us is about 4 s).
+ */
+export const LATENCY_BUCKETS = 24;
+/** One I/O in this many has its latency measured: the clock costs ~90 ns a read. */
+export const LATENCY_SAMPLE_EVERY = 8;
+
 /** Counters per channel; plain numbers so reading them allocates nothing. */
 export class BdevIoStats {
   readOps = 0;
@@ -63,6 +72,12 @@ export class BdevIoStats {
   errors = 0;
   /** I/Os that had to wait because the channel's pool was full. */
   queued = 0;
+  /** Sampled latencies (submit to the module's completion), see {@link LATENCY_BUCKETS}. */
+  readonly latencyBuckets: Float64Array = new Float64Array(LATENCY_BUCKETS);
+  /** Sum of the sampled latencies, in milliseconds. */
+  latencySumMs = 0;
+  /** Number of sampled latencies. */
+  latencySamples = 0;
 }
 
 /** Adds every counter of `from` to `into`. */
@@ -76,6 +91,12 @@ export function addIoStats(into: BdevIoStats, from: BdevIoStats): void {
   into.writeZeroesOps += from.writeZeroesOps;
   into.errors += from.errors;
   into.queued += from.queued;
+  for (let i = 0; i < LATENCY_BUCKETS; i++) {
+    into.latencyBuckets[i] = (into.latencyBuckets[i] as number) +
+      (from.latencyBuckets[i] as number);
+  }
+  into.latencySumMs += from.latencySumMs;
+  into.latencySamples += from.latencySamples;
 }
 
 /** A registered block device. Read its geometry; open it to do I/O. */
@@ -238,6 +259,8 @@ export class BdevChannel implements BdevCompleter {
   #closed = false;
   readonly #blockSize: number;
   readonly #numBlocks: number;
+  /** Counts submissions down to the next latency sample. */
+  #untilSample = LATENCY_SAMPLE_EVERY;
 
   /** @internal Use {@link BdevDesc.getIoChannel}. */
   constructor(desc: BdevDesc, thread: IoThread, poolSize: number) {
@@ -330,6 +353,10 @@ export class BdevChannel implements BdevCompleter {
     io.numBlocks = numBlocks;
     io.status = BdevIoStatus.Pending;
     io.errno = 0;
+    if (--this.#untilSample === 0) {
+      this.#untilSample = LATENCY_SAMPLE_EVERY;
+      io.startMs = performance.now();
+    } else io.startMs = -1;
     const bad = this.#validate(io);
     if (bad !== BdevIoStatus.Success) {
       // Never call back inside the caller's submit: defer like an inline completion.
@@ -407,6 +434,16 @@ export class BdevChannel implements BdevCompleter {
 
   #count(io: BdevIo): void {
     const s = this.stats;
+    if (io.startMs >= 0) {
+      const ms = performance.now() - io.startMs;
+      io.startMs = -1;
+      // floor(us) < 2^i: bucket i = bit length of floor(us).
+      const b = 32 - Math.clz32(Math.min(ms * 1000, 0x7fffffff));
+      const i = b < LATENCY_BUCKETS ? b : LATENCY_BUCKETS - 1;
+      s.latencyBuckets[i] = (s.latencyBuckets[i] as number) + 1;
+      s.latencySumMs += ms;
+      s.latencySamples++;
+    }
     if (io.status !== BdevIoStatus.Success) {
       s.errors++;
       return;

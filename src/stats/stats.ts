@@ -6,7 +6,7 @@
  * the data path only increments plain number fields and allocates nothing.
  * @module
  */
-import { BdevIoStats } from "../bdev/bdev.ts";
+import { BdevIoStats, LATENCY_BUCKETS, LATENCY_SAMPLE_EVERY } from "../bdev/bdev.ts";
 import { nvmfTcpTransport } from "../nvmf_tcp/nvmf_rpc.ts";
 import type { AppContext } from "../rpc/context.ts";
 import type { RpcTable } from "../rpc/rpc.ts";
@@ -25,6 +25,46 @@ export interface BdevStatsView {
   errors: number;
   /** I/Os that waited because the channel's pool was full. */
   queued: number;
+  /** Latency of sampled I/Os (one in `sample_every`), submit to the module's completion. */
+  latency: LatencyView;
+}
+
+/** A latency histogram and the quantiles read from it. */
+export interface LatencyView {
+  sample_every: number;
+  samples: number;
+  sum_ms: number;
+  /** Per bucket: its upper bound in microseconds (null: no bound) and its own count. */
+  buckets: [number | null, number][];
+  /** Upper bound of the bucket holding the median / 99th percentile (us); null without samples. */
+  p50_us: number | null;
+  p99_us: number | null;
+}
+
+/** The upper bound (us) of latency bucket `i`; null for the last (unbounded) one. */
+function bucketBoundUs(i: number): number | null {
+  return i < LATENCY_BUCKETS - 1 ? 2 ** i : null;
+}
+
+function quantileUs(buckets: Float64Array, total: number, q: number): number | null {
+  if (total === 0) return null;
+  let seen = 0;
+  for (let i = 0; i < LATENCY_BUCKETS; i++) {
+    seen += buckets[i] as number;
+    if (seen >= q * total) return bucketBoundUs(i) ?? 2 ** (LATENCY_BUCKETS - 2);
+  }
+  return 2 ** (LATENCY_BUCKETS - 2);
+}
+
+function latencyView(s: BdevIoStats): LatencyView {
+  return {
+    sample_every: LATENCY_SAMPLE_EVERY,
+    samples: s.latencySamples,
+    sum_ms: s.latencySumMs,
+    buckets: [...s.latencyBuckets].map((n, i): [number | null, number] => [bucketBoundUs(i), n]),
+    p50_us: quantileUs(s.latencyBuckets, s.latencySamples, 0.5),
+    p99_us: quantileUs(s.latencyBuckets, s.latencySamples, 0.99),
+  };
 }
 
 /** The reply of `sluice_get_stats`. */
@@ -66,6 +106,7 @@ export async function collectStats(
       write_zeroes_ops: s.writeZeroesOps,
       errors: s.errors,
       queued: s.queued,
+      latency: latencyView(s),
     };
   });
   const tr = nvmfTcpTransport(ctx);
@@ -177,6 +218,23 @@ export function formatPrometheus(s: StatsSnapshot): string {
     "I/Os that ended in an error",
     per((b) => b.errors),
   );
+  // A histogram family: cumulative _bucket{le}, then _sum and _count, per bdev.
+  out.push(
+    "# HELP sluice_bdev_io_latency_seconds Latency of sampled I/Os (one in " +
+      `${LATENCY_SAMPLE_EVERY}), submit to completion by the module`,
+  );
+  out.push("# TYPE sluice_bdev_io_latency_seconds histogram");
+  for (const b of s.bdevs) {
+    const l = `bdev="${labelValue(b.name)}",module="${labelValue(b.module)}"`;
+    let cum = 0;
+    for (const [boundUs, n] of b.latency.buckets) {
+      cum += n;
+      const le = boundUs === null ? "+Inf" : String(boundUs / 1e6);
+      out.push(`sluice_bdev_io_latency_seconds_bucket{${l},le="${le}"} ${cum}`);
+    }
+    out.push(`sluice_bdev_io_latency_seconds_sum{${l}} ${b.latency.sum_ms / 1000}`);
+    out.push(`sluice_bdev_io_latency_seconds_count{${l}} ${b.latency.samples}`);
+  }
   family(
     "sluice_bdev_io_queued_total",
     "counter",

@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertThrows } from "../testing/assert.ts";
 import { App } from "../app.ts";
-import { runIo } from "../bdev/mod.ts";
+import { LATENCY_BUCKETS, LATENCY_SAMPLE_EVERY, runIo } from "../bdev/mod.ts";
 import { formatPrometheus, type StatsSnapshot } from "./stats.ts";
 import { parsePrometheusText, PromParseError } from "./prometheus_parse.ts";
 
@@ -63,6 +63,24 @@ Deno.test("stats: live channel counters reach sluice_get_stats, bdev_get_iostat 
         sample(oddFams, "sluice_bdev_io_ops_total", { bdev: 'we"ird\\na\nme', type: "write" }),
         3,
       );
+      // Latency: one I/O in LATENCY_SAMPLE_EVERY is timed; 4 + 60 I/Os give 8 samples.
+      for (let i = 0; i < 60; i++) await runIo(ch, (io) => ch.read(io, buf, 0, 8));
+      const l = (await app.call("sluice_get_stats") as StatsSnapshot).bdevs[0]?.latency;
+      assertEquals(l?.samples, 64 / LATENCY_SAMPLE_EVERY);
+      assertEquals(l?.buckets.reduce((a, [, n]) => a + n, 0), l?.samples);
+      assert(l !== undefined && l.p50_us !== null && l.p99_us !== null && l.p50_us <= l.p99_us);
+      const text = formatPrometheus(await app.call("sluice_get_stats") as StatsSnapshot);
+      const hist = parsePrometheusText(text).get("sluice_bdev_io_latency_seconds");
+      assertEquals(hist?.type, "histogram");
+      const buckets = hist?.samples.filter((x) => x.name.endsWith("_bucket")) ?? [];
+      assertEquals(buckets.length, LATENCY_BUCKETS);
+      for (let i = 1; i < buckets.length; i++) {
+        assert((buckets[i]?.value ?? 0) >= (buckets[i - 1]?.value ?? 0), "cumulative buckets");
+      }
+      assertEquals(buckets.at(-1)?.labels["le"], "+Inf");
+      const count = hist?.samples.find((x) => x.name.endsWith("_count"))?.value;
+      assertEquals(buckets.at(-1)?.value, count);
+      assertEquals(count, 8);
     } finally {
       ch.close();
       desc.close();
