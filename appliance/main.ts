@@ -30,6 +30,7 @@ import {
 import { loadKeyFile } from "../src/crypto/keys.ts";
 import { configureGuestWindow } from "../wasm/kernels.ts";
 import { startAdmin } from "./web/start.ts";
+import { LogRing } from "./web/log_ring.ts";
 
 /** The wasm guest window of `serve` (wasm/guest_window.ts), in MiB. */
 const DEFAULT_GUEST_WINDOW_MIB = 2048;
@@ -165,8 +166,12 @@ function rejectUnknown(p: ParsedArgs, command: string): void {
   }
 }
 
+/** The last log lines, for the web admin's Logs page. */
+const logRing = new LogRing(1000);
+
 function log(msg: string): void {
   console.log(`sluice: ${msg}`);
+  logRing.push(msg);
 }
 
 async function serve(p: ParsedArgs): Promise<number> {
@@ -242,6 +247,7 @@ async function serve(p: ParsedArgs): Promise<number> {
         port: Number(adminListen.trsvcid),
         engine: { table: app.rpc, ctx: app, onMutated },
         log,
+        logs: logRing,
         required: adminOpt !== undefined,
       });
     } catch (e) {

@@ -18,6 +18,7 @@ import type { RpcResponse, RpcTable } from "../../src/rpc/rpc.ts";
 import { formatPrometheus, type StatsSnapshot } from "../../src/stats/stats.ts";
 import { type AdminAuth, passwordProblem, randomToken, sameSecret, type Session } from "./auth.ts";
 import { openApiDocument } from "./openapi.ts";
+import type { LogRing } from "./log_ring.ts";
 import {
   APP_JS,
   type BdevView,
@@ -25,6 +26,7 @@ import {
   type ExportsForm,
   exportsPage,
   loginPage,
+  logsPage,
   settingsPage,
   STYLESHEET,
   type SubsystemView,
@@ -56,6 +58,8 @@ export interface AdminAppOptions {
   eventIntervalMs?: number;
   /** Aborted when the server shuts down: event streams end so shutdown need not wait. */
   signal?: AbortSignal;
+  /** Recent log lines for the Logs page (none: the page says so). */
+  logs?: LogRing;
 }
 
 /** Bindings given by the server: the client's address (for the login limit). */
@@ -481,6 +485,35 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
     await auth.setPassword(next, c.get("session")?.id);
     log("web: admin password changed");
     return settings(c, { passwordOk: true });
+  });
+  app.get("/settings/config.json", async (c) => {
+    const cfg = await call("save_config");
+    return c.body(JSON.stringify(cfg, null, 2) + "\n", 200, {
+      "Content-Type": "application/json",
+      "Content-Disposition": 'attachment; filename="sluice-config.json"',
+    });
+  });
+  app.post("/settings/config", async (c) => {
+    const f = await c.req.parseBody();
+    const file = f["config"];
+    let doc: unknown;
+    try {
+      const text = file instanceof File ? await file.text() : typeof file === "string" ? file : "";
+      doc = JSON.parse(text);
+    } catch {
+      return settings(c, { configError: "The file is not JSON (save_config's format)." }, 400);
+    }
+    try {
+      const r = await call("load_config", doc) as { applied: number };
+      log(`web: configuration applied (${r.applied} calls)`);
+      return settings(c, { configOk: `Applied: ${r.applied} call(s).` });
+    } catch (e) {
+      return settings(c, { configError: errorText(e) }, 400);
+    }
+  });
+  app.get("/logs", (c) => {
+    const q = c.req.query("q") ?? "";
+    return c.html(logsPage(csrfOf(c), opts.logs?.lines(q) ?? [], q));
   });
   app.post("/settings/tokens", async (c) => {
     const f = await c.req.parseBody();

@@ -4,6 +4,7 @@ import { parsePrometheusText } from "../../src/stats/prometheus_parse.ts";
 import { AdminAuth } from "./auth.ts";
 import { createAdminApp, CSRF_HEADER, LOGIN_CSRF_COOKIE, SESSION_COOKIE } from "./app.ts";
 import { freePort } from "../../src/testing/net.ts";
+import { LogRing } from "./log_ring.ts";
 
 interface Harness {
   app: App;
@@ -14,6 +15,7 @@ interface Harness {
   clock: { ms: number };
   mutated: string[];
   logs: string[];
+  ring: LogRing;
 }
 
 async function withWeb(fn: (h: Harness) => Promise<void>): Promise<void> {
@@ -29,13 +31,18 @@ async function withWeb(fn: (h: Harness) => Promise<void>): Promise<void> {
       now: () => clock.ms,
     });
     assert(initialPassword !== undefined);
+    const ring = new LogRing(100);
     const web = createAdminApp({
       engine: { table: app.rpc, ctx: app, onMutated: (m) => void mutated.push(m) },
       auth,
-      log: (m) => logs.push(m),
+      log: (m) => {
+        logs.push(m);
+        ring.push(m);
+      },
       eventIntervalMs: 20,
+      logs: ring,
     });
-    await fn({ app, web, auth, password: initialPassword, dir, clock, mutated, logs });
+    await fn({ app, web, auth, password: initialPassword, dir, clock, mutated, logs, ring });
   } finally {
     await app.shutdown();
     await Deno.remove(dir, { recursive: true });
@@ -480,5 +487,63 @@ Deno.test("web: exports forms make and remove NVMe/TCP subsystems and vhost cont
       303,
     );
     assertEquals((await h.app.call("vhost_get_controllers") as unknown[]).length, 0);
+  });
+});
+
+Deno.test("web: config download and upload go through save_config and load_config; logs page filters", async () => {
+  await withWeb(async (h) => {
+    const { cookie, csrf } = await login(h);
+    assert(cookie !== undefined && csrf !== undefined);
+    await h.app.call("bdev_malloc_create", { name: "C0", num_blocks: 64, block_size: 512 });
+    const dl = await h.web.request("/settings/config.json", { headers: { Cookie: cookie } }, ENV);
+    assertEquals(dl.status, 200);
+    assert(dl.headers.get("Content-Disposition")?.includes("attachment"));
+    const cfg = await dl.json() as {
+      subsystems: { subsystem: string; config: { method: string }[] }[];
+    };
+    const bdev = cfg.subsystems.find((s) => s.subsystem === "bdev");
+    assert(bdev?.config.some((c) => c.method === "bdev_malloc_create"), JSON.stringify(cfg));
+
+    // Upload it into an appliance where C0 is gone: C0 comes back.
+    await h.app.call("bdev_malloc_delete", { name: "C0" });
+    const upload = async (text: string): Promise<Response> => {
+      const fd = new FormData();
+      fd.set("_csrf", csrf);
+      fd.set("config", new File([text], "c.json", { type: "application/json" }));
+      return await h.web.request("/settings/config", {
+        method: "POST",
+        body: fd,
+        headers: { Cookie: cookie },
+      }, ENV);
+    };
+    const ok = await upload(JSON.stringify(cfg));
+    assertEquals(ok.status, 200, await ok.clone().text());
+    assert((await ok.text()).includes('id="config-ok"'));
+    assertEquals(h.app.bdevs.get("C0").numBlocks, 64);
+    const notJson = await upload("{nope");
+    assertEquals(notJson.status, 400);
+    assert((await notJson.text()).includes("not JSON"));
+    const again = await upload(JSON.stringify(cfg));
+    assertEquals(again.status, 400, "C0 exists already: load_config's error is shown");
+    assert((await again.text()).includes('id="config-error"'));
+    // A multipart upload without the CSRF field is refused like any other form.
+    const fd = new FormData();
+    fd.set("config", new File([JSON.stringify(cfg)], "c.json"));
+    const forged = await h.web.request("/settings/config", {
+      method: "POST",
+      body: fd,
+      headers: { Cookie: cookie },
+    }, ENV);
+    assertEquals(forged.status, 403);
+
+    h.ring.push("nvmf: host nqn.x connected");
+    const logs =
+      await (await h.web.request("/logs?q=CONNECTED", { headers: { Cookie: cookie } }, ENV))
+        .text();
+    assert(logs.includes("nvmf: host nqn.x connected"), logs);
+    assert(!logs.includes("configuration applied"), "filtered out");
+    const all = await (await h.web.request("/logs", { headers: { Cookie: cookie } }, ENV)).text();
+    assert(all.includes("configuration applied"), all);
+    assert(!all.includes(h.password));
   });
 });

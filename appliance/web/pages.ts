@@ -56,7 +56,7 @@ function nav(active: string, csrf: string | null): Html {
     html`<a href="${href}" class="${active === href ? "on" : ""}">${name}</a>`;
   return html`<header><strong>sluice</strong>${link("/", "Dashboard")}${
     link("/volumes", "Volumes")
-  }${link("/exports", "Exports")}${link("/settings", "Settings")}${
+  }${link("/exports", "Exports")}${link("/logs", "Logs")}${link("/settings", "Settings")}${
     csrf === null ? "" : html`<form method="post" action="/logout"><input type="hidden"
       name="_csrf" value="${csrf}"><button>Log out</button></form>`
   }</header>`;
@@ -355,32 +355,39 @@ export function exportsPage(
 export function settingsPage(
   csrf: string,
   tokens: { id: string; name: string; created: string }[],
-  msg: { passwordError?: string; passwordOk?: boolean; tokenError?: string; newToken?: string },
+  msg: {
+    passwordError?: string;
+    passwordOk?: boolean;
+    tokenError?: string;
+    newToken?: string;
+    configError?: string;
+    configOk?: string;
+  },
 ): Html {
   return layout(
     "Settings",
     "/settings",
     csrf,
     html`
-      <form method="post" action="/settings/password">
+        <form method="post" action="/settings/password">
         <fieldset><legend>Change the admin password</legend>
-      <input type="hidden" name="_csrf" value="${csrf}">
-      <label>Current <input type="password" name="current" required autocomplete="current-password"></label>
-      <label>New (12 characters or more) <input type="password" name="new" required minlength="12"
-      autocomplete="new-password"></label><button>Change</button>
-      ${msg.passwordError
-        ? html`<p class="error" id="password-error">${msg.passwordError}</p>`
-        : ""}
-      ${msg.passwordOk
-        ? html`<p class="ok">Password changed; other sessions were logged out.</p>`
-        : ""}
-        </fieldset>
+        <input type="hidden" name="_csrf" value="${csrf}">
+        <label>Current <input type="password" name="current" required autocomplete="current-password"></label>
+        <label>New (12 characters or more) <input type="password" name="new" required minlength="12"
+        autocomplete="new-password"></label><button>Change</button>
+        ${msg.passwordError
+          ? html`<p class="error" id="password-error">${msg.passwordError}</p>`
+          : ""}
+        ${msg.passwordOk
+          ? html`<p class="ok">Password changed; other sessions were logged out.</p>`
+          : ""}
+          </fieldset>
       </form>
-      <h2>API tokens (for scripts: <code>Authorization: Bearer &lt;token&gt;</code>)</h2>
-      ${msg.newToken
-        ? html`<p class="ok">New token (shown only now, copy it): <code id="new-token">${msg.newToken}</code></p>`
-        : ""}
-      <table id="tokens">
+        <h2>API tokens (for scripts: <code>Authorization: Bearer &lt;token&gt;</code>)</h2>
+        ${msg.newToken
+          ? html`<p class="ok">New token (shown only now, copy it): <code id="new-token">${msg.newToken}</code></p>`
+          : ""}
+        <table id="tokens">
         <thead>
           <tr>
             <th>Name</th>
@@ -402,13 +409,14 @@ export function settingsPage(
           `
         )}</tbody>
       </table>
-      <form method="post" action="/settings/tokens">
+        <form method="post" action="/settings/tokens">
         <fieldset><legend>Create a token</legend>
-      <input type="hidden" name="_csrf" value="${csrf}"><label>Name <input name="name" required></label>
-      <button>Create</button>
-      ${msg.tokenError ? html`<p class="error" id="token-error">${msg.tokenError}</p>` : ""}
-        </fieldset>
+        <input type="hidden" name="_csrf" value="${csrf}"><label>Name <input name="name" required></label>
+        <button>Create</button>
+        ${msg.tokenError ? html`<p class="error" id="token-error">${msg.tokenError}</p>` : ""}
+          </fieldset>
       </form>
+      ${configSection(csrf, msg)}
     `,
   );
 }
@@ -521,3 +529,54 @@ export const APP_JS = `"use strict";
   });
 })();
 `;
+
+/** Recent log lines, filtered by a substring. */
+export function logsPage(csrf: string, lines: { t: number; msg: string }[], filter: string): Html {
+  return layout(
+    "Logs",
+    "/logs",
+    csrf,
+    html`
+      <form method="get" action="/logs"><label>Show lines containing
+      <input name="q" value="${filter}"></label> <button>Filter</button></form>
+      <p>${lines.length} line(s), oldest first.</p>
+      <table id="logs">
+        <thead>
+          <tr>
+            <th>Time (UTC)</th>
+            <th>Message</th>
+          </tr>
+        </thead>
+        <tbody>${lines.map((l) =>
+          html`
+            <tr>
+              <td>${new Date(l.t).toISOString()}</td>
+              <td><code>${l.msg}</code></td>
+            </tr>
+          `
+        )}</tbody>
+      </table>
+    `,
+  );
+}
+
+/** The configuration part of Settings: download and upload. */
+export function configSection(
+  csrf: string,
+  msg: { configError?: string; configOk?: string },
+): Html {
+  return html`
+    <h2>Configuration</h2>
+    <p><a href="/settings/config.json" download="sluice-config.json">Download the running configuration</a>
+    (<code>save_config</code>; crypto keys are never in it).</p>
+    <form method="post" action="/settings/config" enctype="multipart/form-data">
+      <fieldset>
+    <legend>Apply a configuration (<code>load_config</code>: its calls are added to what runs)</legend>
+    <input type="hidden" name="_csrf" value="${csrf}"><input type="file" name="config" accept=".json,application/json" required>
+    <button>Apply</button>
+    ${msg.configError ? html`<p class="error" id="config-error">${msg.configError}</p>` : ""}
+    ${msg.configOk ? html`<p class="ok" id="config-ok">${msg.configOk}</p>` : ""}
+      </fieldset>
+    </form>
+  `;
+}

@@ -5,6 +5,7 @@
  * @module
  */
 import { AdminAuth } from "./auth.ts";
+import type { LogRing } from "./log_ring.ts";
 import { type AdminEngine, type AdminServer, createAdminApp, serveAdmin } from "./app.ts";
 
 /** Options of {@link startAdmin}. */
@@ -15,6 +16,8 @@ export interface StartAdminOptions {
   port: number;
   engine: AdminEngine;
   log: (msg: string) => void;
+  /** Recent log lines for the Logs page. */
+  logs?: LogRing;
   /**
    * Was the address asked for? Then failing to listen is an error; with the
    * default address a taken port only skips the admin (a second appliance on
@@ -27,7 +30,13 @@ export interface StartAdminOptions {
 export async function startAdmin(o: StartAdminOptions): Promise<AdminServer | null> {
   const { auth, initialPassword } = await AdminAuth.open(`${o.stateDir}/admin.json`);
   const ac = new AbortController();
-  const app = createAdminApp({ engine: o.engine, auth, log: o.log, signal: ac.signal });
+  const app = createAdminApp({
+    engine: o.engine,
+    auth,
+    log: o.log,
+    signal: ac.signal,
+    ...(o.logs === undefined ? {} : { logs: o.logs }),
+  });
   let server: AdminServer;
   try {
     server = serveAdmin(app, o.hostname, o.port, o.log, ac);
