@@ -15,7 +15,7 @@ import {
   readConfigFile,
   writeConfigFile,
 } from "../src/config/config.ts";
-import { rpcCall, RpcClientError, RpcServer } from "../src/rpc/server.ts";
+import { rpcCall, RpcClientError, RpcQueue, RpcServer } from "../src/rpc/server.ts";
 import { VERSION } from "../src/version.ts";
 import { perf, PERF_USAGE } from "./perf.ts";
 import { dd, DD_USAGE } from "./dd.ts";
@@ -237,7 +237,15 @@ async function serve(p: ParsedArgs): Promise<number> {
   }
 
   const onMutated = () => writeConfigFile(configPath, buildConfig(app));
-  const server = new RpcServer({ path: socketPath, table: app.rpc, ctx: app, onMutated, log });
+  const queue = new RpcQueue();
+  const server = new RpcServer({
+    path: socketPath,
+    table: app.rpc,
+    ctx: app,
+    onMutated,
+    log,
+    queue,
+  });
   let admin: Awaited<ReturnType<typeof startAdmin>> = null;
   if (adminListen !== null) {
     try {
@@ -245,7 +253,7 @@ async function serve(p: ParsedArgs): Promise<number> {
         stateDir,
         hostname: adminListen.traddr,
         port: Number(adminListen.trsvcid),
-        engine: { table: app.rpc, ctx: app, onMutated },
+        engine: { table: app.rpc, ctx: app, onMutated, queue },
         log,
         logs: logRing,
         required: adminOpt !== undefined,

@@ -15,6 +15,7 @@ import { streamSSE } from "hono/streaming";
 import type { AppContext } from "../../src/rpc/context.ts";
 import { RpcError, RpcErrorCode } from "../../src/rpc/errors.ts";
 import type { RpcResponse, RpcTable } from "../../src/rpc/rpc.ts";
+import { RpcQueue } from "../../src/rpc/server.ts";
 import { formatPrometheus, type StatsSnapshot } from "../../src/stats/stats.ts";
 import { type AdminAuth, passwordProblem, randomToken, sameSecret, type Session } from "./auth.ts";
 import { openApiDocument } from "./openapi.ts";
@@ -47,6 +48,8 @@ export interface AdminEngine {
   ctx: AppContext;
   /** After a successful mutating method (saves the config), as the socket server does. */
   onMutated?: (method: string) => void | Promise<void>;
+  /** The socket server's queue: web and socket calls never interleave. */
+  queue?: RpcQueue;
 }
 
 /** Options of {@link createAdminApp}. */
@@ -89,15 +92,10 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
   const { engine, auth } = opts;
   const log = opts.log ?? (() => {});
   const app = new Hono<Env>();
-  /** Calls run one at a time: config changes from two tabs never interleave. */
-  let queue: Promise<unknown> = Promise.resolve();
-  const enqueue = <T>(fn: () => Promise<T>): Promise<T> => {
-    const run = queue.then(fn, fn);
-    queue = run.catch(() => {});
-    return run;
-  };
+  /** Calls run one at a time, with the socket's when shared: config changes never interleave. */
+  const queue = engine.queue ?? new RpcQueue();
   const handle = (req: unknown) =>
-    enqueue(() => engine.table.handle(req, engine.ctx, engine.onMutated));
+    queue.run(() => engine.table.handle(req, engine.ctx, engine.onMutated));
   /** One call through the same dispatch as the socket; throws RpcError. */
   const call = async (method: string, params?: unknown): Promise<unknown> => {
     const resp = await handle({

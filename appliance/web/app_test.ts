@@ -5,6 +5,7 @@ import { AdminAuth } from "./auth.ts";
 import { createAdminApp, CSRF_HEADER, LOGIN_CSRF_COOKIE, SESSION_COOKIE } from "./app.ts";
 import { freePort } from "../../src/testing/net.ts";
 import { LogRing } from "./log_ring.ts";
+import { RpcQueue } from "../../src/rpc/server.ts";
 
 interface Harness {
   app: App;
@@ -546,4 +547,47 @@ Deno.test("web: config download and upload go through save_config and load_confi
     assert(all.includes("configuration applied"), all);
     assert(!all.includes(h.password));
   });
+});
+
+Deno.test("web: calls wait for the socket server's queue (the two never interleave)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-web-" });
+  const app = new App();
+  app.start();
+  try {
+    const { auth } = await AdminAuth.open(`${dir}/admin.json`, { iterations: 1000 });
+    const queue = new RpcQueue();
+    const web = createAdminApp({ engine: { table: app.rpc, ctx: app, queue }, auth });
+    const { token } = await auth.createToken("t");
+    const release = Promise.withResolvers<void>();
+    const order: string[] = [];
+    const socketCall = queue.run(async () => {
+      await release.promise;
+      order.push("socket");
+    });
+    const webCall = Promise.resolve(web.request("/api/rpc", {
+      method: "POST",
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 1,
+        method: "bdev_malloc_create",
+        params: { name: "Q0", num_blocks: 8, block_size: 512 },
+      }),
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+    }, ENV)).then((r) => {
+      order.push("web");
+      return r;
+    });
+    // Let the web request run as far as it can: it must be parked behind the socket's call.
+    for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 0));
+    assertEquals(order, []);
+    assertEquals(app.bdevs.list().length, 0);
+    release.resolve();
+    await socketCall;
+    assertEquals((await webCall).status, 200);
+    assertEquals(order, ["socket", "web"]);
+    assertEquals(app.bdevs.get("Q0").numBlocks, 8);
+  } finally {
+    await app.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
