@@ -23,6 +23,8 @@ import type { LogRing } from "./log_ring.ts";
 import {
   APP_JS,
   type BdevView,
+  connectionsPage,
+  type ConnectionsView,
   dashboardPage,
   type ExportsForm,
   exportsPage,
@@ -508,6 +510,37 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
     } catch (e) {
       return settings(c, { configError: errorText(e) }, 400);
     }
+  });
+  const connections = async (c: Context<Env>, error: string | null, status: 200 | 400 = 200) => {
+    const subs = (await call("nvmf_get_subsystems") as SubsystemView[]).filter((s) =>
+      s.subtype === "NVMe"
+    );
+    const views: ConnectionsView[] = [];
+    for (const s of subs) {
+      views.push({
+        nqn: s.nqn,
+        controllers: await call("nvmf_subsystem_get_controllers", {
+          nqn: s.nqn,
+        }) as ConnectionsView["controllers"],
+      });
+    }
+    return c.html(
+      connectionsPage(csrfOf(c), views, await call("vhost_get_controllers") as VhostView[], error),
+      status,
+    );
+  };
+  app.get("/connections", (c) => connections(c, null));
+  app.post("/connections/disconnect", async (c) => {
+    const f = strings(await c.req.parseBody());
+    try {
+      await call("nvmf_subsystem_disconnect_controller", {
+        nqn: f["nqn"] ?? "",
+        cntlid: Number(f["cntlid"]),
+      });
+    } catch (e) {
+      return connections(c, errorText(e), 400);
+    }
+    return c.redirect("/connections", 303);
   });
   app.get("/logs", (c) => {
     const q = c.req.query("q") ?? "";

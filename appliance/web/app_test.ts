@@ -5,6 +5,8 @@ import { AdminAuth } from "./auth.ts";
 import { createAdminApp, CSRF_HEADER, LOGIN_CSRF_COOKIE, SESSION_COOKIE } from "./app.ts";
 import { freePort } from "../../src/testing/net.ts";
 import { LogRing } from "./log_ring.ts";
+import { connectAndEnable, FakeQpair } from "../../src/nvmf_tcp/fake_host.ts";
+import { nvmfTarget } from "../../src/nvmf_tcp/nvmf_rpc.ts";
 import { RpcQueue } from "../../src/rpc/server.ts";
 
 interface Harness {
@@ -590,4 +592,42 @@ Deno.test("web: calls wait for the socket server's queue (the two never interlea
     await app.shutdown();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("web: Connections lists NVMe/TCP controllers and disconnects one on request", async () => {
+  await withWeb(async (h) => {
+    const { cookie, csrf } = await login(h);
+    assert(cookie !== undefined && csrf !== undefined);
+    const nqn = "nqn.2016-06.io.spdk:cnode1";
+    const host = "nqn.2014-08.org.nvmexpress:uuid:6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+    await h.app.call("nvmf_create_transport", { trtype: "TCP" });
+    await h.app.call("nvmf_create_subsystem", { nqn, allow_any_host: true });
+    const port = String(freePort());
+    await h.app.call("nvmf_subsystem_add_listener", {
+      nqn,
+      listen_address: { trtype: "TCP", adrfam: "IPv4", traddr: "127.0.0.1", trsvcid: port },
+    });
+    // A host through the target's entry point (the fake host of the target's own tests).
+    const admin = new FakeQpair("127.0.0.1", port);
+    const cntlid = await connectAndEnable(nvmfTarget(h.app), admin, nqn, host);
+    const page = await (await h.web.request("/connections", { headers: { Cookie: cookie } }, ENV))
+      .text();
+    assert(page.includes(`data-cntlid="${cntlid}"`) && page.includes(host), page);
+
+    const bad = await h.web.request(
+      "/connections/disconnect",
+      form(cookie, { _csrf: csrf, nqn, cntlid: String(cntlid + 1) }),
+      ENV,
+    );
+    assertEquals(bad.status, 400);
+    assert((await bad.text()).includes(`no controller ${cntlid + 1}`));
+    const ok = await h.web.request(
+      "/connections/disconnect",
+      form(cookie, { _csrf: csrf, nqn, cntlid: String(cntlid) }),
+      ENV,
+    );
+    assertEquals(ok.status, 303);
+    assertEquals(admin.disconnectReason, "disconnected by the operator");
+    assertEquals(await h.app.call("nvmf_subsystem_get_controllers", { nqn }), []);
+  });
 });

@@ -56,7 +56,9 @@ function nav(active: string, csrf: string | null): Html {
     html`<a href="${href}" class="${active === href ? "on" : ""}">${name}</a>`;
   return html`<header><strong>sluice</strong>${link("/", "Dashboard")}${
     link("/volumes", "Volumes")
-  }${link("/exports", "Exports")}${link("/logs", "Logs")}${link("/settings", "Settings")}${
+  }${link("/exports", "Exports")}${link("/connections", "Connections")}${link("/logs", "Logs")}${
+    link("/settings", "Settings")
+  }${
     csrf === null ? "" : html`<form method="post" action="/logout"><input type="hidden"
       name="_csrf" value="${csrf}"><button>Log out</button></form>`
   }</header>`;
@@ -579,4 +581,65 @@ export function configSection(
       </fieldset>
     </form>
   `;
+}
+
+/** One subsystem's controllers, as nvmf_subsystem_get_controllers lists them. */
+export interface ConnectionsView {
+  nqn: string;
+  controllers: { cntlid: number; hostnqn: string; hostid: string; num_io_qpairs: number }[];
+}
+
+/** NVMe/TCP hosts (controllers and queues) with a disconnect button; vhost-user controllers. */
+export function connectionsPage(
+  csrf: string,
+  subs: ConnectionsView[],
+  vhost: VhostView[],
+  error: string | null,
+): Html {
+  return layout(
+    "Connections",
+    "/connections",
+    csrf,
+    html`
+      <h2>NVMe/TCP hosts</h2>
+      ${error === null ? "" : html`<p class="error" id="disconnect-error">${error}</p>`}
+      <table id="controllers">
+        <thead>
+          <tr>
+            <th>Subsystem</th>
+            <th>Controller</th>
+            <th>Host NQN</th>
+            <th>Host ID</th>
+            <th>I/O queues</th>
+            <th></th>
+          </tr>
+        </thead>
+        <tbody>${subs.flatMap((s) =>
+          s.controllers.map((c) =>
+            html`
+              <tr data-cntlid="${c.cntlid}">
+                <td>${s.nqn}</td>
+                <td class="num">${c.cntlid}</td>
+                <td>${c.hostnqn}</td>
+                <td>${c.hostid}</td>
+                <td class="num">${c.num_io_qpairs}</td>
+                <td>
+                  <form method="post"
+                    action="/connections/disconnect"><input type="hidden" name="_csrf" value="${csrf}">
+              <input type="hidden" name="nqn" value="${s
+                .nqn}"><input type="hidden" name="cntlid" value="${c.cntlid}">
+              <button>Disconnect</button></form>
+                </td>
+              </tr>
+            `
+          )
+        )}</tbody>
+      </table>
+      <h2>vhost-user-blk controllers</h2>
+      <p>Served sockets (a VM's front-end connects to one at a time):</p>
+      <ul>${vhost.map((v) =>
+        html`<li>${v.ctrlr}: ${v.socket} (${v.backend_specific.block.bdev})</li>`
+      )}</ul>
+    `,
+  );
 }
