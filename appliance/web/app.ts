@@ -30,6 +30,7 @@ import {
   exportsPage,
   loginPage,
   logsPage,
+  type MoreVolumeForms,
   settingsPage,
   STYLESHEET,
   type SubsystemView,
@@ -315,11 +316,49 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
     form: { error: string | null; name?: string; sizeMiB?: string },
     deleteError: { name: string; error: string } | null,
     status: 200 | 400 = 200,
-  ) =>
-    c.html(
-      volumesPage(csrfOf(c), await call("bdev_get_bdevs") as BdevView[], form, deleteError),
+    more: Omit<MoreVolumeForms, "keys"> = {},
+  ) => {
+    const keys = (await call("accel_crypto_keys_get") as { name: string }[]).map((k) => k.name);
+    return c.html(
+      volumesPage(csrfOf(c), await call("bdev_get_bdevs") as BdevView[], form, deleteError, {
+        ...more,
+        keys,
+      }),
       status,
     );
+  };
+  app.post("/volumes/create-file", async (c) => {
+    const f = strings(await c.req.parseBody());
+    try {
+      await call("bdev_file_create", {
+        name: f["name"] ?? "",
+        filename: f["filename"] ?? "",
+        block_size: Number(f["block_size"]),
+      });
+    } catch (e) {
+      const values = { file_name: f["name"] ?? "", filename: f["filename"] ?? "" };
+      return volumes(c, { error: null }, null, 400, { fileError: errorText(e), values });
+    }
+    return c.redirect("/volumes", 303);
+  });
+  app.post("/volumes/create-crypto", async (c) => {
+    const f = strings(await c.req.parseBody());
+    try {
+      await call("bdev_crypto_create", {
+        name: f["name"] ?? "",
+        base_bdev_name: f["base_bdev_name"] ?? "",
+        key_name: f["key_name"] ?? "",
+      });
+    } catch (e) {
+      const values = {
+        crypto_name: f["name"] ?? "",
+        base_bdev_name: f["base_bdev_name"] ?? "",
+        key_name: f["key_name"] ?? "",
+      };
+      return volumes(c, { error: null }, null, 400, { cryptoError: errorText(e), values });
+    }
+    return c.redirect("/volumes", 303);
+  });
   app.get("/volumes", (c) => volumes(c, { error: null }, null));
   app.post("/volumes/create", async (c) => {
     const f = await c.req.parseBody();

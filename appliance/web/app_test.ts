@@ -631,3 +631,56 @@ Deno.test("web: Connections lists NVMe/TCP controllers and disconnects one on re
     assertEquals(await h.app.call("nvmf_subsystem_get_controllers", { nqn }), []);
   });
 });
+
+Deno.test("web: file and encrypted volumes from their forms; errors next to the form, no key shown", async () => {
+  await withWeb(async (h) => {
+    const { cookie, csrf } = await login(h);
+    assert(cookie !== undefined && csrf !== undefined);
+    const post = async (path: string, f: Record<string, string>): Promise<Response> =>
+      await h.web.request(path, form(cookie, { _csrf: csrf, ...f }), ENV);
+    const img = `${h.dir}/f0.img`;
+    await Deno.writeFile(img, new Uint8Array(1024 * 1024));
+    const missing = await post("/volumes/create-file", {
+      name: "F0",
+      filename: `${h.dir}/none.img`,
+      block_size: "512",
+    });
+    assertEquals(missing.status, 400);
+    const missingHtml = await missing.text();
+    assert(/id="file-error">[^<]*none\.img/.test(missingHtml), missingHtml);
+    assertEquals(
+      (await post("/volumes/create-file", { name: "F0", filename: img, block_size: "512" })).status,
+      303,
+    );
+    assertEquals(h.app.bdevs.get("F0").numBlocks, 2048);
+
+    const page = await (await h.web.request("/volumes", { headers: { Cookie: cookie } }, ENV))
+      .text();
+    assert(page.includes("No crypto key is loaded"), "no key: the form says where keys come from");
+    const key = "00112233445566778899aabbccddeeff102132435465768798a9bacbdcedfe0f";
+    const key2 = "f0e1d2c3b4a5968778695a4b3c2d1e0f0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    await h.app.call("accel_crypto_key_create", { name: "k0", cipher: "AES_XTS", key, key2 });
+    const nokey = await post("/volumes/create-crypto", {
+      name: "C1",
+      base_bdev_name: "F0",
+      key_name: "k9",
+    });
+    assertEquals(nokey.status, 400);
+    assert((await nokey.text()).includes('id="crypto-error"'));
+    const ok = await post("/volumes/create-crypto", {
+      name: "C1",
+      base_bdev_name: "F0",
+      key_name: "k0",
+    });
+    assertEquals(ok.status, 303);
+    const list = await (await h.web.request("/volumes", { headers: { Cookie: cookie } }, ENV))
+      .text();
+    assert(list.includes('data-bdev="C1"'));
+    for (const k of [key, key2]) {
+      assert(!list.toLowerCase().includes(k.slice(0, 16)), "no key bytes");
+    }
+    // The layering shows: F0's row names the bdev built on it.
+    const f0 = /<tr data-bdev="F0">[\s\S]*?<\/tr>/.exec(list)?.[0] ?? "";
+    assert(f0.includes("<td>C1</td>"), f0);
+  });
+});

@@ -176,6 +176,7 @@ export function volumesPage(
   bdevs: BdevView[],
   form: { error: string | null; name?: string; sizeMiB?: string },
   deleteError: { name: string; error: string } | null,
+  more: MoreVolumeForms = { keys: [] },
 ): Html {
   return layout(
     "Volumes",
@@ -226,8 +227,54 @@ export function volumesPage(
       ${form.error === null ? "" : html`<p class="error" id="create-error">${form.error}</p>`}
         </fieldset>
       </form>
+      ${moreVolumeForms(csrf, bdevs, more)}
     `,
   );
+}
+
+/** Crypto key names for the encrypted-volume form, and that form's and the file form's state. */
+export interface MoreVolumeForms {
+  keys: string[];
+  fileError?: string;
+  cryptoError?: string;
+  values?: Record<string, string>;
+}
+
+function moreVolumeForms(csrf: string, bdevs: BdevView[], m: MoreVolumeForms): Html {
+  const v = m.values ?? {};
+  const unclaimed = bdevs.filter((b) => !b.claimed).map((b) => b.name);
+  return html`
+    <form method="post" action="/volumes/create-file">
+      <fieldset>
+    <legend>Create a volume on a file or block device (file)</legend>
+    <input type="hidden" name="_csrf" value="${csrf}">
+    <label>Name <input name="name" required value="${v["file_name"] ?? ""}"></label>
+    <label>Path on the appliance <input name="filename" required size="30" value="${v["filename"] ??
+      ""}"></label>
+    <label>Block size <select name="block_size"><option>512</option><option>4096</option></select></label>
+    <button>Create</button>
+    ${m.fileError ? html`<p class="error" id="file-error">${m.fileError}</p>` : ""}
+      </fieldset>
+    </form>
+    <form method="post" action="/volumes/create-crypto">
+      <fieldset>
+    <legend>Create an encrypted volume on another (crypto, AES-XTS)</legend>
+    <input type="hidden" name="_csrf" value="${csrf}">
+    <label>Name <input name="name" required value="${v["crypto_name"] ?? ""}"></label>
+    <label>On <select name="base_bdev_name" required>${unclaimed.map((b) =>
+      html`<option ${v["base_bdev_name"] === b ? "selected" : ""}>${b}</option>`
+    )}</select></label>
+    <label>Key <select name="key_name" required>${m.keys.map((k) =>
+      html`<option ${v["key_name"] === k ? "selected" : ""}>${k}</option>`
+    )}</select></label>
+    <button>Create</button>
+    ${m.keys.length === 0
+      ? html`<p>No crypto key is loaded: keys come from the key file (docs/crypto.md), never through this page.</p>`
+      : ""}
+    ${m.cryptoError ? html`<p class="error" id="crypto-error">${m.cryptoError}</p>` : ""}
+      </fieldset>
+    </form>
+  `;
 }
 
 /** Errors and kept values of the Exports forms. */

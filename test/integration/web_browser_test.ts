@@ -92,9 +92,9 @@ Deno.test({
 
       // A RAM volume from the Volumes form.
       await page.click('header a[href="/volumes"]');
-      await page.fill('fieldset input[name="name"]', "BrowserRam");
-      await page.fill('fieldset input[name="size_mib"]', "32");
-      await page.click("fieldset button");
+      await page.fill('form[action="/volumes/create"] input[name="name"]', "BrowserRam");
+      await page.fill('form[action="/volumes/create"] input[name="size_mib"]', "32");
+      await page.click('form[action="/volumes/create"] button');
       await page.waitForSelector('tr[data-bdev="BrowserRam"]');
 
       // Exported over NVMe/TCP from the Exports form.
