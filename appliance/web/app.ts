@@ -66,6 +66,20 @@ export interface AdminAppOptions {
   signal?: AbortSignal;
   /** Recent log lines for the Logs page (none: the page says so). */
   logs?: LogRing;
+  /**
+   * Served on a loopback address: refuse requests whose Host is not a
+   * loopback name, so a web page whose DNS name is rebound to 127.0.0.1
+   * cannot talk to the admin (not even to try passwords).
+   */
+  loopbackOnly?: boolean;
+}
+
+const LOOPBACK_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]"]);
+
+/** The host name of a Host header, without the port. */
+function hostName(host: string): string {
+  const m = /^(\[[^\]]*\]|[^:]*)(?::\d+)?$/.exec(host.toLowerCase());
+  return m?.[1] ?? "";
 }
 
 /** Bindings given by the server: the client's address (for the login limit). */
@@ -124,6 +138,15 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     );
   });
+  if (opts.loopbackOnly) {
+    app.use("*", async (c, next) => {
+      const host = c.req.header("Host") ?? new URL(c.req.url).host;
+      if (!LOOPBACK_HOSTS.has(hostName(host))) {
+        return jsonError(c, 403, "this admin answers only to localhost, 127.0.0.1 or [::1]");
+      }
+      return await next();
+    });
+  }
   app.use("*", bodyLimit({ maxSize: MAX_BODY, onError: (c) => c.text("request too large", 413) }));
   app.onError((e, c) => {
     // Handlers' own errors are answered where they happen; this is a bug's last stop.

@@ -684,3 +684,23 @@ Deno.test("web: file and encrypted volumes from their forms; errors next to the 
     assert(f0.includes("<td>C1</td>"), f0);
   });
 });
+
+Deno.test("web: on loopback, a Host that is not a loopback name is refused (DNS rebinding)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-web-" });
+  const app = new App();
+  try {
+    const { auth } = await AdminAuth.open(`${dir}/admin.json`, { iterations: 1000 });
+    const web = createAdminApp({ engine: { table: app.rpc, ctx: app }, auth, loopbackOnly: true });
+    for (const host of ["127.0.0.1:8080", "localhost:8080", "[::1]:8080", "LOCALHOST"]) {
+      const r = await web.request("http://x/login", { headers: { Host: host } }, ENV);
+      assertEquals(r.status, 200, host);
+    }
+    for (const host of ["evil.example:8080", "127.0.0.1.evil.example", "localhost.evil:8080"]) {
+      const r = await web.request("http://x/login", { headers: { Host: host } }, ENV);
+      assertEquals(r.status, 403, host);
+    }
+  } finally {
+    await app.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

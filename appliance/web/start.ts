@@ -35,6 +35,7 @@ export async function startAdmin(o: StartAdminOptions): Promise<AdminServer | nu
     auth,
     log: o.log,
     signal: ac.signal,
+    loopbackOnly: /^(127\.|::1$|localhost$)/.test(o.hostname),
     ...(o.logs === undefined ? {} : { logs: o.logs }),
   });
   let server: AdminServer;
