@@ -19,6 +19,7 @@ import { type BdevChannel, type BdevDesc, BdevIoType, runIo } from "../src/bdev/
 import { applyConfig, readConfigFile } from "../src/config/config.ts";
 import { keyStoreOf } from "../src/crypto/crypto_rpc.ts";
 import { loadKeyFile } from "../src/crypto/keys.ts";
+import { exists, isServing } from "./fs.ts";
 
 /** The usage text of `sluice dd --help`. */
 export const DD_USAGE =
@@ -264,26 +265,6 @@ function bdevEndpoint(app: App, name: string, output: boolean): Endpoint {
       desc.close();
     },
   };
-}
-
-async function isServing(path: string): Promise<boolean> {
-  try {
-    const c = await Deno.connect({ transport: "unix", path });
-    c.close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 function formatRate(bytes: number, ms: number): string {

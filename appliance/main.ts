@@ -20,6 +20,8 @@ import { VERSION } from "../src/version.ts";
 import { perf, PERF_USAGE } from "./perf.ts";
 import { dd, DD_USAGE } from "./dd.ts";
 import { top, TOP_USAGE } from "./top.ts";
+import { setup, SETUP_USAGE } from "./setup.ts";
+import { exists, isServing } from "./fs.ts";
 import { keyStoreOf } from "../src/crypto/crypto_rpc.ts";
 import { selectCrc32cEngine } from "../src/nvmf_tcp/crc_engine.ts";
 import {
@@ -52,6 +54,7 @@ Commands:
   top       Live per-volume IOPS and throughput of a running appliance (sluice top --help)
   perf      Measure an NVMe-oF target as spdk_nvme_perf does (sluice perf --help)
   dd        Copy between files and bdevs offline, as spdk_dd does (sluice dd --help)
+  setup     Bind NVMe devices to vfio-pci and back, as SPDK's setup.sh (sluice setup --help)
   help      Show this help, or a command's: sluice help <command>
 
 Run 'sluice <command> --help' for a command's options.`;
@@ -418,26 +421,6 @@ async function status(p: ParsedArgs): Promise<number> {
   return 0;
 }
 
-async function isServing(path: string): Promise<boolean> {
-  try {
-    const c = await Deno.connect({ transport: "unix", path });
-    c.close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
-}
-
 function formatBytes(n: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let i = 0;
@@ -469,6 +452,8 @@ export async function main(args: string[]): Promise<number> {
         return await dd(rest);
       case "top":
         return await top(rest);
+      case "setup":
+        return await setup(rest);
       case "--version":
       case "version":
         console.log(`sluice ${VERSION}`);
@@ -490,6 +475,8 @@ export async function main(args: string[]): Promise<number> {
           ? DD_USAGE
           : topic === "top"
           ? TOP_USAGE
+          : topic === "setup"
+          ? SETUP_USAGE
           : USAGE;
         console.log(usage);
         return command === undefined ? 2 : 0;

@@ -179,23 +179,14 @@ async function runTcp(o: PerfOptions): Promise<number> {
 
     Deno.addSignalListener("SIGINT", stopSignal);
     signalHooked = true;
-    const runs = Promise.all(jobs.map((j) => j.run()));
-    // A target that stops answering must not hang the run: cut its connections, which
-    // ends every I/O still in flight with an error.
-    const watchdog = setTimeout(() => {
-      const left = jobs.reduce((n, j) => n + j.inFlight, 0);
-      console.error(
-        `sluice perf: ${left} I/O(s) still in flight ${DRAIN_TIMEOUT_MS / 1000} s after the ` +
-          "run: closing the connections",
-      );
-      for (const q of ctrl?.ioQueues ?? []) q.close();
-    }, w.seconds * 1000 + DRAIN_TIMEOUT_MS);
-    let results: PerfResult[];
-    try {
-      results = await runs;
-    } finally {
-      clearTimeout(watchdog);
-    }
+    const results = await runJobs(jobs, w.seconds, {
+      // A target that stops answering: cutting its connections ends every I/O in flight
+      // with an error.
+      action: "closing the connections",
+      giveUp: () => {
+        for (const q of ctrl?.ioQueues ?? []) q.close();
+      },
+    });
 
     for (const [i, r] of results.entries()) {
       console.log(summaryLine(`queue ${i + 1}`, [r]));
@@ -213,10 +204,7 @@ async function runTcp(o: PerfOptions): Promise<number> {
         );
       }
     }
-    if (lost !== null) console.error(`sluice perf: ${lost}`);
-    console.log(totalLine(results));
-    const errors = results.reduce((n, r) => n + r.errors + r.verifyErrors, 0);
-    return errors > 0 || lost !== null ? 1 : 0;
+    return finishRun(results, lost);
   } catch (e) {
     if (e instanceof NvmeCommandError && e.message.startsWith("Connect (queue 0)")) {
       console.error(
@@ -294,6 +282,47 @@ async function readMqes(reactor: Reactor, base: ConnectBase): Promise<number> {
   } finally {
     await probe.close();
   }
+}
+
+/** What {@link runJobs} does besides running the jobs. */
+interface RunHooks {
+  /** Called once every job has started. */
+  started?: () => void;
+  /** Said when the watchdog fires: what it does about the I/Os left. */
+  action: string;
+  /** Ends the I/Os left in flight. */
+  giveUp: () => void;
+}
+
+/**
+ * Runs every job to its end. A back-end that stops answering must not hang
+ * the run: DRAIN_TIMEOUT_MS after the last second, the watchdog says how
+ * many I/Os are still in flight and calls `giveUp`.
+ */
+async function runJobs(jobs: PerfJob[], seconds: number, h: RunHooks): Promise<PerfResult[]> {
+  const runs = Promise.all(jobs.map((j) => j.run()));
+  h.started?.();
+  const watchdog = setTimeout(() => {
+    const left = jobs.reduce((n, j) => n + j.inFlight, 0);
+    console.error(
+      `sluice perf: ${left} I/O(s) still in flight ${DRAIN_TIMEOUT_MS / 1000} s after the ` +
+        `run: ${h.action}`,
+    );
+    h.giveUp();
+  }, seconds * 1000 + DRAIN_TIMEOUT_MS);
+  try {
+    return await runs;
+  } finally {
+    clearTimeout(watchdog);
+  }
+}
+
+/** Prints why the run was cut short (if it was) and the Total line; the exit code. */
+function finishRun(results: PerfResult[], lost: string | null): number {
+  if (lost !== null) console.error(`sluice perf: ${lost}`);
+  console.log(totalLine(results));
+  const errors = results.reduce((n, r) => n + r.errors + r.verifyErrors, 0);
+  return errors > 0 || lost !== null ? 1 : 0;
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
@@ -382,25 +411,16 @@ async function runVhost(o: PerfOptions): Promise<number> {
     });
     Deno.addSignalListener("SIGINT", stopSignal);
     signalHooked = true;
-    const runs = Promise.all(jobs.map((j) => j.run()));
-    // The reactor had nothing to do during the set-up and may be parked in the kernel: no
-    // CQE will end that park (completions are polled), so wake it now, or the first I/Os
-    // wait for its park timeout (1 s).
-    reactor.wake();
-    const watchdog = setTimeout(() => {
-      const left = jobs.reduce((n, j) => n + j.inFlight, 0);
-      console.error(
-        `sluice perf: ${left} I/O(s) still in flight ${DRAIN_TIMEOUT_MS / 1000} s after the ` +
-          "run: giving up on them",
-      );
-      for (const d of s.devices) d.abandon("the back-end stopped completing requests");
-    }, w.seconds * 1000 + DRAIN_TIMEOUT_MS);
-    let results: PerfResult[];
-    try {
-      results = await runs;
-    } finally {
-      clearTimeout(watchdog);
-    }
+    const results = await runJobs(jobs, w.seconds, {
+      // The reactor had nothing to do during the set-up and may be parked in the kernel: no
+      // CQE will end that park (completions are polled), so wake it now, or the first I/Os
+      // wait for its park timeout (1 s).
+      started: () => reactor.wake(),
+      action: "giving up on them",
+      giveUp: () => {
+        for (const d of s.devices) d.abandon("the back-end stopped completing requests");
+      },
+    });
     for (const [i, r] of results.entries()) {
       console.log(summaryLine(`queue ${i + 1}`, [r]));
       const dev = s.devices[i];
@@ -434,10 +454,7 @@ async function runVhost(o: PerfOptions): Promise<number> {
         );
       }
     }
-    if (lost !== null) console.error(`sluice perf: ${lost}`);
-    console.log(totalLine(results));
-    const errors = results.reduce((n, r) => n + r.errors + r.verifyErrors, 0);
-    return errors > 0 || lost !== null ? 1 : 0;
+    return finishRun(results, lost);
   } catch (e) {
     if (e instanceof PerfRunError) {
       console.error(`sluice perf: ${e.message}`);

@@ -36,6 +36,21 @@ import { LatencyHistogram } from "../src/perf/perf.ts";
 import { BdevRegistry, runIo } from "../src/bdev/mod.ts";
 import { createMallocBdev } from "../src/bdev_modules/malloc/malloc.ts";
 import { measureBdev } from "./bdev_perf.ts";
+import {
+  benchChildren,
+  type Children,
+  f1,
+  k,
+  kill,
+  ratio,
+  rssAnonBytes,
+  table,
+  warnIfBusy,
+  which,
+} from "./common.ts";
+import { sleep } from "../src/testing/wait.ts";
+import { mallocBdevConfig, nvmfExportConfig } from "../src/testing/config.ts";
+import { freePort } from "../src/testing/net.ts";
 
 const MAIN = new URL("../appliance/main.ts", import.meta.url).pathname;
 const SELF = new URL(import.meta.url).pathname;
@@ -99,66 +114,7 @@ interface Figures {
 }
 
 // ---------------------------------------------------------------------------
-// Child processes: every one started is tracked and ended.
-
-class Children {
-  readonly #live = new Set<Deno.ChildProcess>();
-  readonly pin: boolean;
-
-  constructor(pin: boolean) {
-    this.pin = pin;
-  }
-
-  /** `cmd args` on `cpu` (through taskset when pinning). */
-  spawn(
-    cpu: number,
-    cmd: string,
-    args: string[],
-    stdout: "piped" | "null" = "piped",
-    stderr: "piped" | "inherit" = "piped",
-  ): Deno.ChildProcess {
-    const [c, a] = this.pin ? ["taskset", ["-c", String(cpu), cmd, ...args]] : [cmd, args];
-    const child = new Deno.Command(c, { args: a, stdin: "null", stdout, stderr }).spawn();
-    this.#live.add(child);
-    child.status.then(() => this.#live.delete(child));
-    return child;
-  }
-
-  /** Runs to the end (killed after `timeoutMs`); returns its output. */
-  async run(
-    cpu: number,
-    cmd: string,
-    args: string[],
-    timeoutMs: number,
-  ): Promise<{ code: number; stdout: string; stderr: string }> {
-    const child = this.spawn(cpu, cmd, args);
-    const timer = setTimeout(() => kill(child, "SIGKILL"), timeoutMs);
-    try {
-      const out = await child.output();
-      const dec = new TextDecoder();
-      return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  /** SIGTERM to everyone still running, SIGKILL to whoever is left after 3 s. */
-  async endAll(): Promise<void> {
-    const left = [...this.#live];
-    for (const c of left) kill(c, "SIGTERM");
-    const timer = setTimeout(() => {
-      for (const c of left) kill(c, "SIGKILL");
-    }, 3000);
-    await Promise.all(left.map((c) => c.status.catch(() => {})));
-    clearTimeout(timer);
-  }
-}
-
-function kill(c: Deno.ChildProcess, sig: Deno.Signal): void {
-  try {
-    c.kill(sig);
-  } catch { /* already gone */ }
-}
+// Child processes (tracked and ended: ./common.ts Children).
 
 /** Reads a child's stdout until a line matches; the rest keeps draining. */
 async function waitForLine(
@@ -190,66 +146,21 @@ async function waitForLine(
   }
 }
 
-async function which(cmd: string): Promise<boolean> {
-  try {
-    const out = await new Deno.Command("sh", {
-      args: ["-c", `command -v ${cmd}`],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return out.success;
-  } catch {
-    return false;
-  }
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
 // ---------------------------------------------------------------------------
 // sluice: the target and sluice perf.
 
 function targetConfig(port: number): unknown {
   return {
     subsystems: [
-      {
-        subsystem: "bdev",
-        config: [{
-          method: "bdev_malloc_create",
-          params: { name: "Malloc0", num_blocks: (MALLOC_MIB * 2 ** 20) / 512, block_size: 512 },
-        }],
-      },
-      {
-        subsystem: "nvmf",
-        config: [
-          // QD128 on the wire: SPDK's and sluice's default queue holds 127 commands.
-          { method: "nvmf_create_transport", params: { trtype: "TCP", max_queue_depth: 256 } },
-          {
-            method: "nvmf_create_subsystem",
-            params: { nqn: NQN, allow_any_host: true, serial_number: "SLUICEBENCH1" },
-          },
-          {
-            method: "nvmf_subsystem_add_ns",
-            params: { nqn: NQN, namespace: { bdev_name: "Malloc0" } },
-          },
-          {
-            method: "nvmf_subsystem_add_listener",
-            params: {
-              nqn: NQN,
-              listen_address: {
-                trtype: "TCP",
-                adrfam: "IPv4",
-                traddr: "127.0.0.1",
-                trsvcid: String(port),
-              },
-            },
-          },
-        ],
-      },
+      mallocBdevConfig("Malloc0", (MALLOC_MIB * 2 ** 20) / 512),
+      nvmfExportConfig({
+        nqn: NQN,
+        serialNumber: "SLUICEBENCH1",
+        bdevName: "Malloc0",
+        port,
+        // QD128 on the wire: SPDK's and sluice's default queue holds 127 commands.
+        transport: { max_queue_depth: 256 },
+      }),
     ],
   };
 }
@@ -296,33 +207,6 @@ async function preconditionTarget(kids: Children, port: number, pid: number): Pr
     }
   }
   console.log("  (the namespace may not be fully written: the target's RSS stayed below 1 GiB)");
-}
-
-async function rssAnonBytes(pid: number): Promise<number> {
-  try {
-    const m = /RssAnon:\s+(\d+) kB/.exec(await Deno.readTextFile(`/proc/${pid}/status`));
-    return m === null ? 0 : Number(m[1]) * 1024;
-  } catch {
-    return 0;
-  }
-}
-
-/** CPU time used by everything on the machine over `ms`, as a share of all CPUs. */
-async function machineBusy(ms: number): Promise<number> {
-  const read = async () => {
-    const line = (await Deno.readTextFile("/proc/stat")).split("\n")[0] ?? "";
-    const v = line.trim().split(/\s+/).slice(1).map(Number);
-    const idle = (v[3] ?? 0) + (v[4] ?? 0);
-    return { idle, total: v.reduce((a, b) => a + b, 0) };
-  };
-  try {
-    const a = await read();
-    await sleep(ms);
-    const b = await read();
-    return b.total > a.total ? 1 - (b.idle - a.idle) / (b.total - a.total) : 0;
-  } catch {
-    return 0;
-  }
 }
 
 type ReactorCounters = Record<string, number>;
@@ -462,8 +346,6 @@ async function tcpClient(
   };
   console.log(JSON.stringify(f));
 }
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 async function tcpLimit(
   kids: Children,
@@ -707,39 +589,9 @@ function parseSpdkPerf(text: string): Figures | null {
 }
 
 // ---------------------------------------------------------------------------
-// Printing.
-
-function table(header: string[], rows: string[][]): void {
-  const cells = [header, ...rows];
-  const widths = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? "").length)));
-  const line = (r: string[]) =>
-    `| ${
-      r.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join(
-        " | ",
-      )
-    } |`;
-  console.log(line(header));
-  console.log(
-    `| ${widths.map((w, i) => (i === 0 ? "-".repeat(w) : `${"-".repeat(w - 1)}:`)).join(" | ")} |`,
-  );
-  for (const r of rows) console.log(line(r));
-}
-
-const k = (n: number) => (n >= 1000 ? `${(n / 1000).toFixed(1)}k` : n.toFixed(0));
-const f1 = (n: number) => n.toFixed(1);
-const ratio = (a: number, b: number) => (b > 0 ? `${(a / b).toFixed(2)}x` : "-");
-
-// ---------------------------------------------------------------------------
 
 async function bench(seconds: number): Promise<void> {
-  const pin = (await which("taskset")) && navigator.hardwareConcurrency >= 2;
-  const kids = new Children(pin);
-  const onSignal = () => {
-    console.error("\nbench:nvmf: interrupted; ending every process it started");
-    kids.endAll().finally(() => Deno.exit(130));
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
+  const { pin, kids, release } = await benchChildren("bench:nvmf");
   const dir = await Deno.makeTempDir({ prefix: "sluice-bench-nvmf-" });
   try {
     console.log(
@@ -750,13 +602,7 @@ async function bench(seconds: number): Promise<void> {
         `; ${navigator.hardwareConcurrency} CPUs, 2-core VMs see 20-50% noise between runs\n`,
     );
 
-    const busy = await machineBusy(1000);
-    if (busy > 0.1) {
-      console.log(
-        `WARNING: something else keeps ${(busy * 100).toFixed(0)}% of this machine's CPUs busy ` +
-          "(other tests or builds?): every figure below shares the CPUs with it.\n",
-      );
-    }
+    await warnIfBusy(1000);
 
     // sluice: one target for every row (digests are per connection).
     const port = freePort();
@@ -958,9 +804,7 @@ async function bench(seconds: number): Promise<void> {
       }),
     );
   } finally {
-    await kids.endAll();
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
+    await release();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }

@@ -29,6 +29,21 @@
  * @module
  */
 
+import {
+  benchChildren,
+  type Children,
+  f1,
+  k,
+  kill,
+  ratio,
+  rssAnonBytes,
+  table,
+  warnIfBusy,
+  which,
+} from "./common.ts";
+import { mallocBdevConfig, vhostBlkConfig } from "../src/testing/config.ts";
+import { sleep } from "../src/testing/wait.ts";
+
 const MAIN = new URL("../appliance/main.ts", import.meta.url).pathname;
 const BACKEND_CPU = 0;
 const CLIENT_CPU = 1;
@@ -75,47 +90,7 @@ interface Figures {
 }
 
 // ---------------------------------------------------------------------------
-// Child processes: every one started is tracked and ended.
-
-class Children {
-  readonly #live = new Set<Deno.ChildProcess>();
-  constructor(readonly pin: boolean) {}
-
-  spawn(cpu: number, cmd: string, args: string[], stdout: "piped" | "null" = "piped") {
-    const [c, a] = this.pin ? ["taskset", ["-c", String(cpu), cmd, ...args]] : [cmd, args];
-    const child = new Deno.Command(c, { args: a, stdin: "null", stdout, stderr: "piped" })
-      .spawn();
-    this.#live.add(child);
-    child.status.then(() => this.#live.delete(child));
-    return child;
-  }
-
-  async run(cpu: number, cmd: string, args: string[], timeoutMs: number) {
-    const child = this.spawn(cpu, cmd, args);
-    const timer = setTimeout(() => kill(child, "SIGKILL"), timeoutMs);
-    try {
-      const out = await child.output();
-      const dec = new TextDecoder();
-      return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  async endAll(): Promise<void> {
-    const left = [...this.#live];
-    for (const c of left) kill(c, "SIGTERM");
-    const timer = setTimeout(() => left.forEach((c) => kill(c, "SIGKILL")), 3000);
-    await Promise.all(left.map((c) => c.status.catch(() => {})));
-    clearTimeout(timer);
-  }
-}
-
-function kill(c: Deno.ChildProcess, sig: Deno.Signal): void {
-  try {
-    c.kill(sig);
-  } catch { /* already gone */ }
-}
+// Child processes (tracked and ended: ./common.ts Children).
 
 /** Stops a child with SIGTERM (SIGKILL after 5 s) and waits for it. */
 async function stop(c: Deno.ChildProcess): Promise<void> {
@@ -166,39 +141,6 @@ async function waitForSocket(path: string, child: Deno.ChildProcess, what: strin
   }
   const err = await new Response(child.stderr).text().catch(() => "");
   throw new Error(`${what} did not create ${path}${err ? `:\n${err}` : ""}`);
-}
-
-async function which(cmd: string): Promise<boolean> {
-  const out = await new Deno.Command("sh", {
-    args: ["-c", `command -v ${cmd}`],
-    stdout: "null",
-    stderr: "null",
-  }).output().catch(() => null);
-  return out?.success ?? false;
-}
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** CPU time used by everything on the machine over `ms`, as a share of all CPUs. */
-async function machineBusy(ms: number): Promise<number> {
-  const read = async () => {
-    const line = (await Deno.readTextFile("/proc/stat")).split("\n")[0] ?? "";
-    const v = line.trim().split(/\s+/).slice(1).map(Number);
-    return { idle: (v[3] ?? 0) + (v[4] ?? 0), total: v.reduce((a, b) => a + b, 0) };
-  };
-  const a = await read();
-  await sleep(ms);
-  const b = await read();
-  return b.total > a.total ? 1 - (b.idle - a.idle) / (b.total - a.total) : 0;
-}
-
-async function rssAnonBytes(pid: number): Promise<number> {
-  try {
-    const m = /RssAnon:\s+(\d+) kB/.exec(await Deno.readTextFile(`/proc/${pid}/status`));
-    return m === null ? 0 : Number(m[1]) * 1024;
-  } catch {
-    return 0;
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -253,20 +195,8 @@ async function median(
 function sluiceConfig(socket: string, mib: number): unknown {
   return {
     subsystems: [
-      {
-        subsystem: "bdev",
-        config: [{
-          method: "bdev_malloc_create",
-          params: { name: "Malloc0", num_blocks: (mib * 2 ** 20) / 512, block_size: 512 },
-        }],
-      },
-      {
-        subsystem: "vhost_blk",
-        config: [{
-          method: "vhost_create_blk_controller",
-          params: { ctrlr: "vhost.bench", dev_name: "Malloc0", socket, num_queues: 1 },
-        }],
-      },
+      mallocBdevConfig("Malloc0", (mib * 2 ** 20) / 512),
+      vhostBlkConfig([{ ctrlr: "vhost.bench", devName: "Malloc0", socket, numQueues: 1 }]),
     ],
   };
 }
@@ -345,50 +275,18 @@ async function qsdRow(
 }
 
 // ---------------------------------------------------------------------------
-// Printing.
-
-function table(header: string[], rows: string[][]): void {
-  const cells = [header, ...rows];
-  const widths = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? "").length)));
-  const line = (r: string[]) =>
-    `| ${
-      r.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join(
-        " | ",
-      )
-    } |`;
-  console.log(line(header));
-  console.log(
-    `| ${widths.map((w, i) => (i === 0 ? "-".repeat(w) : `${"-".repeat(w - 1)}:`)).join(" | ")} |`,
-  );
-  for (const r of rows) console.log(line(r));
-}
-
-const k = (n: number) => (n >= 1000 ? `${(n / 1000).toFixed(1)}k` : n.toFixed(0));
-const f1 = (n: number) => n.toFixed(1);
-const ratio = (a: number, b: number) => (b > 0 ? `${(a / b).toFixed(2)}x` : "-");
-
-// ---------------------------------------------------------------------------
 
 async function setUp(tag: string) {
   // Every sluice perf child prints its kick and stall counters (the table's last lines).
   Deno.env.set("SLUICE_PERF_STATS", "1");
-  const pin = (await which("taskset")) && navigator.hardwareConcurrency >= 2;
-  const kids = new Children(pin);
-  const onSignal = () => {
-    console.error(`\nbench:vhost: interrupted; ending every process it started`);
-    kids.endAll().finally(() => Deno.exit(130));
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
+  const { pin, kids, release } = await benchChildren("bench:vhost");
   const dir = await Deno.makeTempDir({ prefix: `sluice-bench-vhost-${tag}-` });
   return {
     pin,
     kids,
     dir,
     async tearDown() {
-      await kids.endAll();
-      Deno.removeSignalListener("SIGINT", onSignal);
-      Deno.removeSignalListener("SIGTERM", onSignal);
+      await release();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
@@ -406,13 +304,7 @@ async function bench(seconds: number, repeat: number): Promise<void> {
           : "NOT pinned (taskset missing or one CPU): figures are not comparable to pinned runs") +
         `; ${navigator.hardwareConcurrency} CPUs, 2-core VMs see 20-50% noise between runs\n`,
     );
-    const busy = await machineBusy(500);
-    if (busy > 0.1) {
-      console.log(
-        `WARNING: something else keeps ${(busy * 100).toFixed(0)}% of this machine's CPUs busy ` +
-          "(other tests or builds?): every figure below shares the CPUs with it.\n",
-      );
-    }
+    await warnIfBusy(500);
 
     // sluice: one daemon for every row.
     const socket = `${dir}/sluice.sock.vhost`;

@@ -9,17 +9,9 @@
  * @module
  */
 import { addressOf, setAddress } from "../memory.ts";
+import { gcMarker } from "../../src/testing/gc_trace.ts";
 
-const stdio = Deno.dlopen("libc.so.6", {
-  puts: { parameters: ["buffer"], result: "i32" },
-  fflush: { parameters: ["pointer"], result: "i32" },
-});
-
-function mark(text: string): void {
-  stdio.symbols.fflush(null);
-  stdio.symbols.puts(new TextEncoder().encode(`${text}\0`));
-  stdio.symbols.fflush(null);
-}
+const { mark, close: closeMarker } = gcMarker();
 
 const mode = Deno.args[0] ?? "address";
 const backing = new ArrayBuffer(1 << 20);
@@ -49,4 +41,4 @@ for (let i = 0; i < 30; i++) run(100_000);
 mark("MEASURE-BEGIN");
 run(5_000_000);
 mark("MEASURE-END");
-stdio.close();
+closeMarker();

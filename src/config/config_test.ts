@@ -1,17 +1,7 @@
 import { assert, assertEquals, assertRejects } from "../testing/assert.ts";
-import { App } from "../app.ts";
+import { withApp } from "../testing/app.ts";
 import { RpcError } from "../rpc/errors.ts";
 import { buildConfig, ConfigError, validateConfig } from "./config.ts";
-
-async function withApp(fn: (app: App) => Promise<void>): Promise<void> {
-  const app = new App();
-  app.start();
-  try {
-    await fn(app);
-  } finally {
-    await app.shutdown();
-  }
-}
 
 Deno.test("config: what save_config writes, load_config rebuilds on a fresh appliance", async () => {
   let saved: unknown;

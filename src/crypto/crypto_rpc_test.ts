@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "../testing/assert.ts";
-import { App } from "../app.ts";
+import { withApp } from "../testing/app.ts";
 import { RpcError } from "../rpc/errors.ts";
 import { checkKeyFilePermissions, KeyStore, loadKeyFile } from "./keys.ts";
 import { createNativeXtsEngine } from "./native_xts.ts";
@@ -15,16 +15,6 @@ function assertNoKey(text: string, what: string): void {
     for (let i = 0; i + 8 <= k.length; i += 8) {
       assert(!text.toLowerCase().includes(k.slice(i, i + 8)), `${what} shows key bytes: ${text}`);
     }
-  }
-}
-
-async function withApp(fn: (app: App) => Promise<void>): Promise<void> {
-  const app = new App();
-  app.start();
-  try {
-    await fn(app);
-  } finally {
-    await app.shutdown();
   }
 }
 

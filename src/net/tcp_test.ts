@@ -15,6 +15,7 @@ import {
   TcpListener,
 } from "./tcp.ts";
 import { openFdCount } from "../testing/fds.ts";
+import { traceGc } from "../testing/gc_trace.ts";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -677,17 +678,7 @@ Deno.test("tcp: the echo data path allocates nothing per message (V8 GC trace)",
   // the trace sees per-message allocation.
   const script = new URL("./testdata/tcp_alloc.ts", import.meta.url).pathname;
   async function gcEvents(mode: string): Promise<number> {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--v8-flags=--trace-gc", script, mode],
-      stdout: "piped",
-      stderr: "inherit",
-    }).output();
-    assert(out.success, `${mode} run failed`);
-    const lines = new TextDecoder().decode(out.stdout).split("\n");
-    const begin = lines.findIndex((l) => l.includes("MEASURE-BEGIN"));
-    const end = lines.findIndex((l) => l.includes("MEASURE-END"));
-    assert(begin >= 0 && end > begin, "markers missing");
-    return lines.slice(begin, end).filter((l) => /Scavenge|Mark-Compact|Minor/.test(l)).length;
+    return (await traceGc(script, [mode])).events;
   }
   const [steady, control] = [await gcEvents("steady"), await gcEvents("copy")];
   assert(control >= 5, `the control should show allocation (got ${control} GC events)`);

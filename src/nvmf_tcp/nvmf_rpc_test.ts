@@ -1,5 +1,6 @@
 import { assert, assertEquals, assertRejects } from "../testing/assert.ts";
-import { App } from "../app.ts";
+import type { App } from "../app.ts";
+import { withApp as withAppBase } from "../testing/app.ts";
 import { RpcError } from "../rpc/errors.ts";
 import { commandSpecificStatus, getString, NvmeCns, NvmfFabricsSc } from "../nvme/mod.ts";
 import { connect, connectAndEnable, FakeQpair, identify } from "./fake_host.ts";
@@ -10,15 +11,9 @@ const NQN = "nqn.2016-06.io.spdk:cnode1";
 const HOST = "nqn.2014-08.org.nvmexpress:uuid:6ba7b810-9dad-11d1-80b4-00c04fd430c8";
 const ADDR = { trtype: "TCP", adrfam: "IPv4", traddr: "127.0.0.1", trsvcid: "4420" };
 
-async function withApp(fn: (app: App) => Promise<void>): Promise<void> {
-  const app = new App();
-  app.start();
-  try {
-    await fn(app);
-  } finally {
-    await shutdownNvmfTarget(app);
-    await app.shutdown();
-  }
+/** An App around `fn`; the NVMe/TCP target's listeners are closed before it shuts down. */
+function withApp(fn: (app: App) => Promise<void>): Promise<void> {
+  return withAppBase(fn, shutdownNvmfTarget);
 }
 
 async function rpcError(p: Promise<unknown>): Promise<RpcError> {

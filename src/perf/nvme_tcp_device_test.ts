@@ -2,6 +2,7 @@ import { assert, assertEquals } from "../testing/assert.ts";
 import type { IoDone } from "../nvmf_tcp/host.ts";
 import { NvmeTcpPerfDevice, type PerfQueue } from "./nvme_tcp_device.ts";
 import { PerfJob } from "./perf.ts";
+import { traceGc } from "../testing/gc_trace.ts";
 
 /**
  * A queue of `depth` command slots over RAM that completes on a timer tick,
@@ -116,17 +117,7 @@ Deno.test("perf device: job and device allocate nothing per I/O (V8 GC trace)", 
   // under --trace-gc and marks the measured stretch; the control allocates per I/O.
   const script = new URL("./testdata/perf_alloc.ts", import.meta.url).pathname;
   async function gcEvents(pattern: string, mode: string): Promise<number> {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--v8-flags=--trace-gc", script, pattern, mode],
-      stdout: "piped",
-      stderr: "inherit",
-    }).output();
-    assert(out.success, `${pattern} ${mode} run failed`);
-    const lines = new TextDecoder().decode(out.stdout).split("\n");
-    const begin = lines.findIndex((l) => l.includes("MEASURE-BEGIN"));
-    const end = lines.findIndex((l) => l.includes("MEASURE-END"));
-    assert(begin >= 0 && end > begin, "markers missing");
-    return lines.slice(begin, end).filter((l) => /Scavenge|Mark-Compact|Minor/.test(l)).length;
+    return (await traceGc(script, [pattern, mode])).events;
   }
   const control = await gcEvents("randrw", "copy");
   assert(control >= 5, `the control should show allocation (got ${control} GC events)`);

@@ -21,6 +21,7 @@ import { VhostUserPerfDevice } from "./vhost_user_device.ts";
 import { PerfJob } from "./perf.ts";
 import { openVhostPerf } from "./vhost_user_perf.ts";
 import type { Reactor } from "../reactor/reactor.ts";
+import { traceGc } from "../testing/gc_trace.ts";
 
 const BLOCKS = 8192; // 4 MiB of 512-byte blocks
 
@@ -148,17 +149,7 @@ Deno.test("vhost perf device: more queues than the device has, or an I/O size of
 Deno.test("vhost perf device: job and device allocate nothing per I/O (V8 GC trace)", async () => {
   const script = new URL("./testdata/vhost_alloc.ts", import.meta.url).pathname;
   async function gcEvents(pattern: string, mode: string): Promise<number> {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--v8-flags=--trace-gc", script, pattern, mode],
-      stdout: "piped",
-      stderr: "inherit",
-    }).output();
-    assert(out.success, `${pattern} ${mode} run failed`);
-    const lines = new TextDecoder().decode(out.stdout).split("\n");
-    const begin = lines.findIndex((l) => l.includes("MEASURE-BEGIN"));
-    const end = lines.findIndex((l) => l.includes("MEASURE-END"));
-    assert(begin >= 0 && end > begin, "markers missing");
-    return lines.slice(begin, end).filter((l) => /Scavenge|Mark-Compact|Minor/.test(l)).length;
+    return (await traceGc(script, [pattern, mode])).events;
   }
   const control = await gcEvents("randrw", "copy");
   assert(control >= 5, `the control should show allocation (got ${control} GC events)`);

@@ -92,3 +92,13 @@ export async function startDaemon(stateDir: string, o: DaemonOptions = {}): Prom
     },
   };
 }
+
+/** An `onOutput` that appends the daemon's output to `lines`, line by line (a partial line waits). */
+export function collectLines(lines: string[]): (text: string) => void {
+  let partial = "";
+  return (text) => {
+    const parts = (partial + text).split("\n");
+    partial = parts.pop() ?? "";
+    lines.push(...parts);
+  };
+}

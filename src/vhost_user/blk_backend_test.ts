@@ -6,7 +6,6 @@
  * reactor).
  */
 import { assert, assertEquals, assertRejects } from "../testing/assert.ts";
-import { startReactor } from "../testing/reactor_thread.ts";
 import { waitFor } from "../testing/wait.ts";
 import { type DriverBuffer, VirtioDriver } from "../testing/virtio_driver.ts";
 import { BdevRegistry } from "../bdev/mod.ts";
@@ -27,8 +26,7 @@ import {
   VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
   VIRTIO_F_VERSION_1,
 } from "../virtio/blk.ts";
-import { VhostBlkBackend } from "./blk_backend.ts";
-import { VhostUserServer } from "./server.ts";
+import { serveVhostBlk } from "../testing/vhost_blk_server.ts";
 import {
   FRONTEND_PROTOCOL_FEATURES,
   FrontendMemory,
@@ -57,26 +55,13 @@ interface RigOptions {
 
 async function rig(o: RigOptions = {}) {
   const dir = await Deno.makeTempDir({ prefix: "sluice-vhost-blk-" });
-  const r = await startReactor();
   const bdevs = new BdevRegistry();
   const blockSize = o.blockSize ?? 512;
   createMallocBdev(bdevs, { name: "M0", numBlocks: o.numBlocks ?? 2048, blockSize });
   const name = o.errorBdev ? createErrorBdev(bdevs, "M0") : "M0";
   const path = `${dir}/vhost.sock`;
-  const logs: string[] = [];
-  const server = new VhostUserServer(
-    path,
-    () =>
-      new VhostBlkBackend({
-        registry: bdevs,
-        reactor: r.thread,
-        bdevName: name,
-        numQueues: 1,
-        readOnly: false,
-        log: (m) => logs.push(m),
-      }),
-    (m) => logs.push(m),
-  );
+  const server = await serveVhostBlk({ path, registry: bdevs, bdevName: name, numQueues: 1 });
+  const logs = server.logs;
   const memories: FrontendMemory[] = [];
   let fe: VhostUserFrontend | null = null;
   return {
@@ -98,10 +83,16 @@ async function rig(o: RigOptions = {}) {
       );
       return fe;
     },
+    /** Connects, shares one region of `size` bytes at GPA 1 MiB, starts queue 0 in it. */
+    async connectQueue(size: number): Promise<{ fe: VhostUserFrontend; d: VirtioDriver }> {
+      const fe = await this.connect();
+      const mem = this.memory(size, 0x10_0000);
+      await fe.setMemTable([mem]);
+      return { fe, d: await startQueue(fe, mem) };
+    },
     async stop() {
       fe?.close();
-      await server.close();
-      await r.stop();
+      await server.stop();
       for (const m of memories) m.close();
       await Deno.remove(dir, { recursive: true });
     },
@@ -179,10 +170,7 @@ function zeroed(expect: Uint8Array, ...rs: [number, number][]): Uint8Array {
 Deno.test("vhost-blk: WRITE_ZEROES and DISCARD with several ranges", async () => {
   const r = await rig();
   try {
-    const fe = await r.connect();
-    const mem = r.memory(4 << 20, 0x10_0000);
-    await fe.setMemTable([mem]);
-    const d = await startQueue(fe, mem);
+    const { fe, d } = await r.connectQueue(4 << 20);
     const data = pattern(64 * SECTOR, 1);
     const write = () =>
       io(fe, d, VIRTIO_BLK_T_OUT, 0, [{ len: data.length, writable: false, data }]);
@@ -261,10 +249,7 @@ Deno.test("vhost-blk: WRITE_ZEROES and DISCARD with several ranges", async () =>
 Deno.test("vhost-blk: more multi-range requests at once than the range I/O pool holds", async () => {
   const r = await rig();
   try {
-    const fe = await r.connect();
-    const mem = r.memory(4 << 20, 0x10_0000);
-    await fe.setMemTable([mem]);
-    const d = await startQueue(fe, mem);
+    const { fe, d } = await r.connectQueue(4 << 20);
     const data = pattern(256 * SECTOR, 2);
     const w = await io(fe, d, VIRTIO_BLK_T_OUT, 0, [{
       len: data.length,
@@ -277,6 +262,7 @@ Deno.test("vhost-blk: more multi-range requests at once than the range I/O pool 
     // pool; the rest go out one after another on each request's own I/O.
     const heads: { head: number; status: number }[] = [];
     const zero: [number, number][] = [];
+    const before = d.usedIdx(); // before publishing: the backend may take requests at once
     for (let k = 0; k < 10; k++) {
       const rs = Array.from({ length: 16 }, (_, i): [number, number, number] => {
         const sector = (k * 16 + i) % 256;
@@ -290,7 +276,6 @@ Deno.test("vhost-blk: more multi-range requests at once than the range I/O pool 
       });
       heads.push(rq);
     }
-    const before = d.usedIdx();
     fe.kick(0);
     await waitFor(() => ((d.usedIdx() - before) & 0xffff) === 10, "10 range requests are used");
     d.readUsed();
@@ -304,10 +289,7 @@ Deno.test("vhost-blk: more multi-range requests at once than the range I/O pool 
 Deno.test("vhost-blk: one failed range fails the request after all its ranges are done", async () => {
   const r = await rig({ errorBdev: true });
   try {
-    const fe = await r.connect();
-    const mem = r.memory(4 << 20, 0x10_0000);
-    await fe.setMemTable([mem]);
-    const d = await startQueue(fe, mem);
+    const { fe, d } = await r.connectQueue(4 << 20);
     const data = pattern(64 * SECTOR, 3);
     const w = await io(fe, d, VIRTIO_BLK_T_OUT, 0, [{ len: data.length, writable: false, data }]);
     assertEquals(w.status, VIRTIO_BLK_S_OK);
@@ -329,10 +311,7 @@ Deno.test("vhost-blk: one failed range fails the request after all its ranges ar
 Deno.test("vhost-blk: ranges must be block-aligned on a 4096-byte bdev; none runs if one is not", async () => {
   const r = await rig({ blockSize: 4096, numBlocks: 256 });
   try {
-    const fe = await r.connect();
-    const mem = r.memory(4 << 20, 0x10_0000);
-    await fe.setMemTable([mem]);
-    const d = await startQueue(fe, mem);
+    const { fe, d } = await r.connectQueue(4 << 20);
     const data = pattern(64 * SECTOR, 4);
     const w = await io(fe, d, VIRTIO_BLK_T_OUT, 0, [{ len: data.length, writable: false, data }]);
     assertEquals(w.status, VIRTIO_BLK_S_OK);
@@ -535,10 +514,7 @@ Deno.test("vhost-blk: SET_MEM_TABLE while running keeps unchanged regions and th
 Deno.test("vhost-blk: a guest flooding bad chains gets 20 log lines a second, the rest counted", async () => {
   const t = await rig();
   try {
-    const fe = await t.connect();
-    const mem = t.memory(1 << 20, 0x10_0000);
-    await fe.setMemTable([mem]);
-    const d = await startQueue(fe, mem);
+    const { fe, d } = await t.connectQueue(1 << 20);
     // 30 looping chains made available at once: one kick, one pass of the backend.
     const start = d.usedIdx();
     for (let i = 0; i < 30; i++) d.addLoop(2);

@@ -36,6 +36,7 @@ import {
 import { MessageReader } from "./reader.ts";
 import { type SessionOutput, VhostUserSession } from "./session.ts";
 import { VhostUserError } from "./errors.ts";
+import { traceGc } from "../testing/gc_trace.ts";
 
 const F_DUPFD_CLOEXEC = 1030;
 
@@ -268,18 +269,9 @@ Deno.test("dirty log: a second writer of the same byte never erases our mark (at
 Deno.test("dirty log: marking and used-ring logging allocate nothing per write (V8 GC trace)", async () => {
   const script = new URL("./testdata/dirty_log_alloc.ts", import.meta.url).pathname;
   async function gcEvents(mode: string): Promise<number> {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--v8-flags=--trace-gc", script, mode],
-      stdout: "piped",
-      stderr: "inherit",
-    }).output();
-    assert(out.success, `${mode} run failed`);
-    const lines = new TextDecoder().decode(out.stdout).split("\n");
-    const begin = lines.findIndex((l) => l.includes("MEASURE-BEGIN"));
-    const end = lines.findIndex((l) => l.includes("MEASURE-END"));
-    assert(begin >= 0 && end > begin, "markers missing");
-    assert(lines.some((l) => /^pages [1-9]\d* unlogged 0 /.test(l)), lines.slice(end).join("\n"));
-    return lines.slice(begin, end).filter((l) => /Scavenge|Mark-Compact|Minor/.test(l)).length;
+    const { events, after } = await traceGc(script, [mode]);
+    assert(after.some((l) => /^pages [1-9]\d* unlogged 0 /.test(l)), after.join("\n"));
+    return events;
   }
   const control = await gcEvents("copy");
   assert(control >= 5, `the control should show allocation (got ${control} GC events)`);

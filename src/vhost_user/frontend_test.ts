@@ -4,7 +4,6 @@
  * AF_UNIX socket with the memfd and eventfds passed by SCM_RIGHTS.
  */
 import { assert, assertEquals, assertRejects } from "../testing/assert.ts";
-import { startReactor } from "../testing/reactor_thread.ts";
 import { waitFor } from "../testing/wait.ts";
 import { VirtioDriver } from "../testing/virtio_driver.ts";
 import { BdevRegistry } from "../bdev/mod.ts";
@@ -19,8 +18,7 @@ import {
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_VERSION_1,
 } from "../virtio/blk.ts";
-import { VhostBlkBackend } from "./blk_backend.ts";
-import { VhostUserServer } from "./server.ts";
+import { serveVhostBlk } from "../testing/vhost_blk_server.ts";
 import {
   FrontendMemory,
   splitRingBytes,
@@ -42,32 +40,11 @@ import { UnixSocket } from "../../ffi/unix_socket.ts";
 const BLOCKS = 2048;
 
 async function rig(dir: string) {
-  const r = await startReactor();
-  const bdevs = new BdevRegistry();
-  createMallocBdev(bdevs, { name: "M0", numBlocks: BLOCKS, blockSize: 512 });
+  const registry = new BdevRegistry();
+  createMallocBdev(registry, { name: "M0", numBlocks: BLOCKS, blockSize: 512 });
   const path = `${dir}/vhost.sock`;
-  const logs: string[] = [];
-  const server = new VhostUserServer(
-    path,
-    () =>
-      new VhostBlkBackend({
-        registry: bdevs,
-        reactor: r.thread,
-        bdevName: "M0",
-        numQueues: 2,
-        readOnly: false,
-        log: (m) => logs.push(m),
-      }),
-    (m) => logs.push(m),
-  );
-  return {
-    path,
-    logs,
-    async stop() {
-      await server.close();
-      await r.stop();
-    },
-  };
+  const server = await serveVhostBlk({ path, registry, bdevName: "M0", numQueues: 2 });
+  return { path, logs: server.logs, stop: () => server.stop() };
 }
 
 Deno.test("front-end: negotiate, share memory, set up a ring, write and read back, config, stop", async () => {

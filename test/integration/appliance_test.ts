@@ -4,59 +4,15 @@
  * surviving a restart, a clean stop on SIGTERM.
  */
 import { assert, assertEquals } from "../../src/testing/assert.ts";
+import { sluice } from "../../src/testing/cli.ts";
+import { type Daemon, startDaemon } from "../../src/testing/daemon.ts";
 import { freePort } from "../../src/testing/net.ts";
-
-const MAIN = new URL("../../appliance/main.ts", import.meta.url).pathname;
-
-function sluice(args: string[]): Promise<Deno.CommandOutput> {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-}
 
 const dec = new TextDecoder();
 
-/** Starts `sluice serve` and waits for its "ready" line. */
-async function startServe(stateDir: string): Promise<{ child: Deno.ChildProcess; log: string[] }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      MAIN,
-      "serve",
-      "--state-dir",
-      stateDir,
-      "--nvmf-listen",
-      `127.0.0.1:${freePort()}`,
-    ],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const log: string[] = [];
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
-  while (!log.some((l) => l.includes("ready"))) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`sluice serve exited before ready:\n${log.join("\n")}`);
-    buf += value;
-    const lines = buf.split("\n");
-    buf = lines.pop() ?? "";
-    log.push(...lines);
-  }
-  // Keep draining so the child never blocks on a full pipe.
-  (async () => {
-    while (!(await reader.read()).done) { /* discard */ }
-  })();
-  return { child, log };
-}
-
-async function stop(child: Deno.ChildProcess): Promise<number> {
-  child.kill("SIGTERM");
-  return (await child.status).code;
+/** `sluice serve` on `dir` with NVMe/TCP on a free port. */
+function startServe(dir: string): Promise<Daemon> {
+  return startDaemon(dir, { args: ["--nvmf-listen", `127.0.0.1:${freePort()}`] });
 }
 
 Deno.test("appliance: default volume, CLI RPCs, config kept across a restart", async () => {
@@ -119,7 +75,7 @@ Deno.test("appliance: default volume, CLI RPCs, config kept across a restart", a
       assertEquals(twice.code, 1);
       assert(dec.decode(twice.stderr).includes("already serving"), dec.decode(twice.stderr));
     } finally {
-      assertEquals(await stop(first.child), 0);
+      assertEquals(await first.stop(), 0);
     }
 
     const cfg = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
@@ -142,7 +98,7 @@ Deno.test("appliance: default volume, CLI RPCs, config kept across a restart", a
       const out = await sluice(["rpc", "bdev_get_bdevs", "--name", "ram0", "-s", sock]);
       assertEquals(JSON.parse(dec.decode(out.stdout))[0].num_blocks, 2048);
     } finally {
-      assertEquals(await stop(second.child), 0);
+      assertEquals(await second.stop(), 0);
     }
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -5,55 +5,22 @@
  * a key file with loose permissions, or a missing key, stops start-up.
  */
 import { assert, assertEquals } from "../../src/testing/assert.ts";
+import { sluice } from "../../src/testing/cli.ts";
+import { type Daemon, startDaemon } from "../../src/testing/daemon.ts";
 import { freePort } from "../../src/testing/net.ts";
 import { createNativeXtsEngine } from "../../src/crypto/native_xts.ts";
 
-const MAIN = new URL("../../appliance/main.ts", import.meta.url).pathname;
 const KEY = "8f2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0a1";
 const KEY2 = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 const dec = new TextDecoder();
-
-function sluice(args: string[]): Promise<Deno.CommandOutput> {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-}
 
 function serveArgs(dir: string): string[] {
   return ["serve", "--state-dir", dir, "--nvmf-listen", `127.0.0.1:${freePort()}`];
 }
 
-/** Starts `sluice serve` and waits for its "ready" line. */
-async function startServe(dir: string): Promise<{ child: Deno.ChildProcess; log: string[] }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...serveArgs(dir)],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const log: string[] = [];
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
-  while (!log.some((l) => l.includes("ready"))) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`sluice serve exited before ready:\n${log.join("\n")}`);
-    buf += value;
-    const lines = buf.split("\n");
-    buf = lines.pop() ?? "";
-    log.push(...lines);
-  }
-  (async () => {
-    while (!(await reader.read()).done) { /* discard */ }
-  })();
-  return { child, log };
-}
-
-async function stop(child: Deno.ChildProcess): Promise<number> {
-  child.kill("SIGTERM");
-  return (await child.status).code;
+/** `sluice serve` on `dir` with NVMe/TCP on a free port. */
+function startServe(dir: string): Promise<Daemon> {
+  return startDaemon(dir, { args: ["--nvmf-listen", `127.0.0.1:${freePort()}`] });
 }
 
 Deno.test({
@@ -111,7 +78,7 @@ Deno.test({
         const text = dec.decode(list.stdout);
         assert(text.includes('"C0"') && !text.includes(KEY.slice(0, 16)), text);
       } finally {
-        assertEquals(await stop(first.child), 0);
+        assertEquals(await first.stop(), 0);
       }
       const cfg = await Deno.readTextFile(`${dir}/config.json`);
       assert(cfg.includes('"key_name": "k0"'), cfg);
@@ -142,7 +109,7 @@ Deno.test({
       try {
         assert(second.log.some((l) => l.includes("bdev C0: crypto")), second.log.join("\n"));
       } finally {
-        assertEquals(await stop(second.child), 0);
+        assertEquals(await second.stop(), 0);
       }
       r = await sluice([
         "dd",

@@ -6,72 +6,24 @@
  * "some I/O was done": speed belongs to bench/nvmf_bench.ts.
  */
 import { assert, assertEquals } from "../../src/testing/assert.ts";
+import { perfTotal, sluice } from "../../src/testing/cli.ts";
+import { mallocBdevConfig, nvmfExportConfig } from "../../src/testing/config.ts";
 import { type Daemon, startDaemon } from "../../src/testing/daemon.ts";
+import { freePort } from "../../src/testing/net.ts";
 
-const MAIN = new URL("../../appliance/main.ts", import.meta.url).pathname;
 const NQN = "nqn.2026-11.dev.sluice:perftest";
 const dec = new TextDecoder();
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-function sluice(args: string[]): Promise<Deno.CommandOutput> {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-}
 
 /** `sluice serve` with a config exporting a 64 MiB malloc bdev as namespace 1 of NQN on `port`. */
 async function startTarget(dir: string, port: number): Promise<Daemon> {
   const config = {
     subsystems: [
-      {
-        subsystem: "bdev",
-        config: [{
-          method: "bdev_malloc_create",
-          params: { name: "Malloc0", num_blocks: 131072, block_size: 512 },
-        }],
-      },
-      {
-        subsystem: "nvmf",
-        config: [
-          { method: "nvmf_create_transport", params: { trtype: "TCP" } },
-          {
-            method: "nvmf_create_subsystem",
-            params: { nqn: NQN, allow_any_host: true, serial_number: "SLUICEPERF1" },
-          },
-          {
-            method: "nvmf_subsystem_add_ns",
-            params: { nqn: NQN, namespace: { bdev_name: "Malloc0" } },
-          },
-          {
-            method: "nvmf_subsystem_add_listener",
-            params: {
-              nqn: NQN,
-              listen_address: {
-                trtype: "TCP",
-                adrfam: "IPv4",
-                traddr: "127.0.0.1",
-                trsvcid: String(port),
-              },
-            },
-          },
-        ],
-      },
+      mallocBdevConfig("Malloc0", 131072),
+      nvmfExportConfig({ nqn: NQN, serialNumber: "SLUICEPERF1", bdevName: "Malloc0", port }),
     ],
   };
   return await startDaemon(dir, { config });
 }
-
-const TOTAL =
-  /^Total: IOPS=(\d+) MiB\/s=([\d.]+) avg_us=([\d.]+) p50_us=([\d.]+) p99_us=([\d.]+) p999_us=([\d.]+) errors=(\d+)$/;
 
 Deno.test("perf: verified randrw on two NVMe/TCP queues against sluice serve; bad input exits 2", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sluice-perf-" });
@@ -86,12 +38,15 @@ Deno.test("perf: verified randrw on two NVMe/TCP queues against sluice serve; ba
     const out = dec.decode(run.stdout);
     const err = dec.decode(run.stderr);
     assertEquals(run.code, 0, `${out}\n${err}`);
-    const lines = out.trim().split("\n");
-    const m = TOTAL.exec(lines[lines.length - 1] ?? "");
+    const m = perfTotal(out);
     assert(m !== null, `no Total line at the end:\n${out}`);
     assertEquals(m[7], "0", out);
     assert(Number(m[1]) > 0, out);
-    assertEquals(lines.filter((l) => /^queue [12]: IOPS=\d+ .* errors=0$/.test(l)).length, 2, out);
+    assertEquals(
+      out.trim().split("\n").filter((l) => /^queue [12]: IOPS=\d+ .* errors=0$/.test(l)).length,
+      2,
+      out,
+    );
 
     // A transport ID without a port: a usage error naming what is missing.
     const badTrid = await sluice(

@@ -24,7 +24,7 @@
  * Run: `npx -y deno@2.9.6 test -A test/integration/vhost_hostile_test.ts`.
  */
 import { assert, assertEquals, assertRejects } from "../../src/testing/assert.ts";
-import { startDaemon } from "../../src/testing/daemon.ts";
+import { collectLines, startDaemon } from "../../src/testing/daemon.ts";
 import { freePort } from "../../src/testing/net.ts";
 import { waitFor } from "../../src/testing/wait.ts";
 import { VirtioDriver } from "../../src/testing/virtio_driver.ts";
@@ -87,16 +87,6 @@ function config(dir: string) {
         config: [ctrlr("vhost.0", "Malloc0"), ctrlr("vhost.1", "Malloc1")],
       },
     ],
-  };
-}
-
-/** The daemon's output chunks as lines, appended to `lines`. */
-function collectLines(lines: string[]): (text: string) => void {
-  let partial = "";
-  return (text) => {
-    const parts = (partial + text).split("\n");
-    partial = parts.pop() ?? "";
-    lines.push(...parts);
   };
 }
 
@@ -170,6 +160,9 @@ class GoodTraffic {
       const { fe, d } = c;
       for (let k = 0; !this.#stop; k++) {
         d.resetHeap();
+        // Before publishing: the daemon may take (and finish) a request as soon as it is
+        // published, before our kick, since it also polls the rings while busy.
+        const before = d.usedIdx();
         const sectors = 8 + (k % 4) * 8;
         const sector = (k * 40) % (BLOCKS - sectors);
         const data = pattern(sectors * SECTOR, k);
@@ -183,7 +176,6 @@ class GoodTraffic {
           sector,
           data: [{ len: data.length, writable: true }],
         });
-        const before = d.usedIdx();
         fe.kick(0);
         await waitFor(() => ((d.usedIdx() - before) & 0xffff) >= 2, `good round trip ${k}`);
         d.readUsed();

@@ -7,41 +7,19 @@
  * speed belongs to bench/vhost_bench.ts.
  */
 import { assert, assertEquals } from "../../src/testing/assert.ts";
+import { perfTotal, sluice, SLUICE_MAIN } from "../../src/testing/cli.ts";
+import { mallocBdevConfig, vhostBlkConfig } from "../../src/testing/config.ts";
 import { type Daemon, startDaemon } from "../../src/testing/daemon.ts";
 
-const MAIN = new URL("../../appliance/main.ts", import.meta.url).pathname;
 const dec = new TextDecoder();
-const TOTAL =
-  /^Total: IOPS=(\d+) MiB\/s=([\d.]+) avg_us=([\d.]+) p50_us=([\d.]+) p99_us=([\d.]+) p999_us=([\d.]+) errors=(\d+)$/;
-
-function sluice(args: string[]): Promise<Deno.CommandOutput> {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-}
 
 /** `sluice serve` with a 32 MiB malloc bdev on a 2-queue vhost-user-blk controller at `socket`. */
 async function startBackend(dir: string, socket: string): Promise<Daemon> {
   return await startDaemon(dir, {
     config: {
       subsystems: [
-        {
-          subsystem: "bdev",
-          config: [{
-            method: "bdev_malloc_create",
-            params: { name: "Malloc0", num_blocks: 65536, block_size: 512 },
-          }],
-        },
-        {
-          subsystem: "vhost_blk",
-          config: [{
-            method: "vhost_create_blk_controller",
-            params: { ctrlr: "vhost.0", dev_name: "Malloc0", socket, num_queues: 2 },
-          }],
-        },
+        mallocBdevConfig("Malloc0", 65536),
+        vhostBlkConfig([{ ctrlr: "vhost.0", devName: "Malloc0", socket, numQueues: 2 }]),
       ],
     },
   });
@@ -53,8 +31,7 @@ async function perfOk(trid: string, extra: string[]): Promise<string> {
   const out = dec.decode(run.stdout);
   const err = dec.decode(run.stderr);
   assertEquals(run.code, 0, `${extra.join(" ")}\n${out}\n${err}`);
-  const lines = out.trim().split("\n");
-  const m = TOTAL.exec(lines[lines.length - 1] ?? "");
+  const m = perfTotal(out);
   assert(m !== null, `no Total line at the end:\n${out}`);
   assert(Number(m[1]) > 0, out);
   assertEquals(m[7], "0", out);
@@ -121,7 +98,7 @@ Deno.test("vhost perf: the back-end going away mid-run ends the run at once with
   let stopped = false;
   try {
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", MAIN, "perf", "-r", `trtype:vhost-user path:${socket}`, "-q", "16"]
+      args: ["run", "-A", SLUICE_MAIN, "perf", "-r", `trtype:vhost-user path:${socket}`, "-q", "16"]
         .concat(["-o", "4096", "-w", "randrw", "-t", "120"]),
       stdin: "null",
       stdout: "piped",
@@ -137,7 +114,7 @@ Deno.test("vhost perf: the back-end going away mid-run ends the run at once with
     const stderr = dec.decode(run.stderr);
     assertEquals(run.code, 1, `${stdout}\n${stderr}`);
     assert(stderr.includes("the back-end closed the connection"), stderr);
-    const m = TOTAL.exec(stdout.trim().split("\n").pop() ?? "");
+    const m = perfTotal(stdout);
     assert(m !== null, stdout);
     assert(Number(m[1]) > 0, stdout);
   } finally {

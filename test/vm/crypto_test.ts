@@ -12,8 +12,9 @@ import assert from "node:assert/strict";
 import { type GuestOptions, outputTail, runGuest } from "./guest.ts";
 import { freePort } from "../../src/testing/net.ts";
 import { startDaemon } from "../../src/testing/daemon.ts";
+import { sluice as runSluice } from "../../src/testing/cli.ts";
+import { nvmfExportConfig, vhostBlkConfig } from "../../src/testing/config.ts";
 
-const MAIN = new URL("../../appliance/main.ts", import.meta.url).pathname;
 const SCRIPT = new URL("./guest/crypto_fs.sh", import.meta.url);
 const VOLUME_BYTES = 64 * 1024 * 1024;
 const MARKER = "SLUICE-PLAINTEXT-MARKER";
@@ -43,13 +44,7 @@ function exportOf(kind: "vhost" | "nvmf", socket: string, port: number): {
 } {
   if (kind === "vhost") {
     return {
-      config: {
-        subsystem: "vhost_blk",
-        config: [{
-          method: "vhost_create_blk_controller",
-          params: { ctrlr: "vhost.crypt", dev_name: "crypt0", socket },
-        }],
-      },
+      config: vhostBlkConfig([{ ctrlr: "vhost.crypt", devName: "crypt0", socket }]),
       guest: {
         modules: ["virtio_pci", "virtio_blk", "ext4"],
         sharedMem: true,
@@ -62,32 +57,12 @@ function exportOf(kind: "vhost" | "nvmf", socket: string, port: number): {
     };
   }
   return {
-    config: {
-      subsystem: "nvmf",
-      config: [
-        { method: "nvmf_create_transport", params: { trtype: "TCP" } },
-        {
-          method: "nvmf_create_subsystem",
-          params: { nqn: NQN, allow_any_host: true, serial_number: "SLUICECRYPT0001" },
-        },
-        {
-          method: "nvmf_subsystem_add_ns",
-          params: { nqn: NQN, namespace: { bdev_name: "crypt0" } },
-        },
-        {
-          method: "nvmf_subsystem_add_listener",
-          params: {
-            nqn: NQN,
-            listen_address: {
-              trtype: "TCP",
-              adrfam: "IPv4",
-              traddr: "127.0.0.1",
-              trsvcid: String(port),
-            },
-          },
-        },
-      ],
-    },
+    config: nvmfExportConfig({
+      nqn: NQN,
+      serialNumber: "SLUICECRYPT0001",
+      bdevName: "crypt0",
+      port,
+    }),
     guest: { modules: ["nvme_tcp", "ext4"], net: true },
     env: { EXPORT: "nvmf", ADDR: "10.0.2.2", PORT: String(port), NQN },
   };
@@ -160,22 +135,15 @@ for (const kind of ["vhost", "nvmf"] as const) {
       assert.ok(!hasExt4Magic(raw), "the ext4 superblock is visible in the image");
       assert.ok(!contains(raw, MARKER), "the marker text is visible in the image");
       const plain = `${dir}/plain.img`;
-      const dd = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          MAIN,
-          "dd",
-          "--json",
-          `${dir}/config.json`,
-          "--ib",
-          "crypt0",
-          "--of",
-          plain,
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
+      const dd = await runSluice([
+        "dd",
+        "--json",
+        `${dir}/config.json`,
+        "--ib",
+        "crypt0",
+        "--of",
+        plain,
+      ]);
       assert.equal(dd.code, 0, new TextDecoder().decode(dd.stderr));
       const dec = await Deno.readFile(plain);
       assert.equal(dec.length, VOLUME_BYTES);

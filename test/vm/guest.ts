@@ -61,6 +61,12 @@ export interface GuestOptions {
   smp?: number;
   /** QEMU machine type; q35 is needed for intel-iommu (VFIO). Default pc. */
   machine?: "pc" | "q35";
+  /**
+   * An emulated Intel IOMMU for VFIO in the guest: `-device intel-iommu,intremap=on` as the first
+   * device and `intel_iommu=on` on the kernel command line; implies (and needs) q35. Under TCG
+   * `kernel-irqchip=split` is not needed (only KVM's in-kernel irqchip requires it).
+   */
+  iommu?: boolean;
   /** Kernel modules to load before the test (names as for modprobe). */
   modules?: readonly string[];
   /** virtio-net on QEMU user networking: guest 10.0.2.15/24, host loopback is 10.0.2.2. */
@@ -289,12 +295,19 @@ async function boot(plan: Plan, options: GuestOptions): Promise<Run> {
     "rootfstype=ramfs",
     `sluice.mods=${(options.modules ?? []).join(",")}`,
     `sluice.net=${net ? 1 : 0}`,
+    ...(options.iommu ? ["intel_iommu=on"] : []),
     ...(options.kernelArgs ?? []),
   ];
+  if (options.iommu && options.machine === "pc") {
+    throw new Error("iommu needs machine q35 (intel-iommu is a q35 device).");
+  }
+  const machine = options.iommu ? "q35" : options.machine ?? "pc";
   const qemu = [
     "qemu-system-x86_64",
     ...["-accel", "tcg,thread=multi,tb-size=512", "-cpu", "max"],
-    ...["-machine", options.machine ?? "pc", "-smp", String(plan.smp), "-m", String(plan.memMiB)],
+    ...["-machine", machine, "-smp", String(plan.smp), "-m", String(plan.memMiB)],
+    // QEMU wants the IOMMU created before the PCI devices it translates for.
+    ...(options.iommu ? ["-device", "intel-iommu,intremap=on"] : []),
     ...["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"],
     ...["-serial", `file:${serialLog}`, "-serial", `file:${reportLog}`],
     ...["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"],

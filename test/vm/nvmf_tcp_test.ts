@@ -9,6 +9,7 @@ import { outputTail, runGuest } from "./guest.ts";
 import { rpcCall } from "../../src/rpc/server.ts";
 import { freePort } from "../../src/testing/net.ts";
 import { type Daemon, startDaemon } from "../../src/testing/daemon.ts";
+import { mallocBdevConfig, nvmfExportConfig } from "../../src/testing/config.ts";
 
 const NQN = "nqn.2026-11.dev.sluice:vmtest";
 const NUM_BLOCKS = 262144; // 128 MiB of 512-byte blocks
@@ -17,44 +18,14 @@ const NUM_BLOCKS = 262144; // 128 MiB of 512-byte blocks
 async function startSluice(dir: string, port: number): Promise<Daemon> {
   const config = {
     subsystems: [
-      {
-        subsystem: "bdev",
-        config: [{
-          method: "bdev_malloc_create",
-          params: { name: "Malloc0", num_blocks: NUM_BLOCKS, block_size: 512 },
-        }],
-      },
-      {
-        subsystem: "nvmf",
-        config: [
-          { method: "nvmf_create_transport", params: { trtype: "TCP" } },
-          {
-            method: "nvmf_create_subsystem",
-            params: {
-              nqn: NQN,
-              allow_any_host: true,
-              serial_number: "SLUICE0001",
-              model_number: "sluice volume",
-            },
-          },
-          {
-            method: "nvmf_subsystem_add_ns",
-            params: { nqn: NQN, namespace: { bdev_name: "Malloc0" } },
-          },
-          {
-            method: "nvmf_subsystem_add_listener",
-            params: {
-              nqn: NQN,
-              listen_address: {
-                trtype: "TCP",
-                adrfam: "IPv4",
-                traddr: "127.0.0.1",
-                trsvcid: String(port),
-              },
-            },
-          },
-        ],
-      },
+      mallocBdevConfig("Malloc0", NUM_BLOCKS),
+      nvmfExportConfig({
+        nqn: NQN,
+        serialNumber: "SLUICE0001",
+        modelNumber: "sluice volume",
+        bdevName: "Malloc0",
+        port,
+      }),
     ],
   };
   return await startDaemon(dir, { config, echo: true });

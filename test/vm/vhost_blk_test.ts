@@ -10,14 +10,13 @@ import assert from "node:assert/strict";
 import { outputTail, runGuest } from "./guest.ts";
 import { freePort } from "../../src/testing/net.ts";
 import { type Daemon, startDaemon } from "../../src/testing/daemon.ts";
+import { mallocBdevConfig, vhostBlkConfig } from "../../src/testing/config.ts";
 
 const NUM_BLOCKS = 262144; // 128 MiB of 512-byte blocks
 const PATTERN_MIB = 96; // the 4 MiB pattern, past fio's two 16 MiB regions
 const FIO_SIZE_MIB = 16;
 const ZERO_MIB = 36; // past fio's two 16 MiB regions
 const FS_MIB = 48; // 40 MiB of ext4, before the pattern at 96 MiB
-/** SPDK's config subsystem for vhost_create_blk_controller. */
-const VHOST_SUBSYSTEM = "vhost_blk";
 const SCRIPT = new URL("./guest/vhost_blk.sh", import.meta.url);
 
 /** What the guest script writes to /dev/report. */
@@ -42,20 +41,8 @@ async function startSluice(
 ): Promise<Daemon> {
   const config = {
     subsystems: [
-      {
-        subsystem: "bdev",
-        config: [{
-          method: "bdev_malloc_create",
-          params: { name: "Malloc0", num_blocks: NUM_BLOCKS, block_size: 512 },
-        }],
-      },
-      {
-        subsystem: VHOST_SUBSYSTEM,
-        config: [{
-          method: "vhost_create_blk_controller",
-          params: { ctrlr: "vhost.0", dev_name: "Malloc0", socket, num_queues: numQueues },
-        }],
-      },
+      mallocBdevConfig("Malloc0", NUM_BLOCKS),
+      vhostBlkConfig([{ ctrlr: "vhost.0", devName: "Malloc0", socket, numQueues }]),
     ],
   };
   return await startDaemon(dir, {

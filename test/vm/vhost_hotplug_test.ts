@@ -14,22 +14,13 @@ import assert from "node:assert/strict";
 import { outputTail, runGuest } from "./guest.ts";
 import { labPaths } from "./lab.ts";
 import { freePort } from "../../src/testing/net.ts";
-import { startDaemon } from "../../src/testing/daemon.ts";
+import { collectLines, startDaemon } from "../../src/testing/daemon.ts";
+import { mallocBdevConfig, vhostBlkConfig } from "../../src/testing/config.ts";
 
 const NUM_BLOCKS = 262144; // 128 MiB of 512-byte blocks
 const SCRIPT = new URL("./guest/vhost_hotplug.sh", import.meta.url);
 const NAME = "vhost-hotplug";
 const DIMM_MIB = 128;
-
-/** The daemon's output chunks as lines, appended to `lines`. */
-function collectLines(lines: string[]): (text: string) => void {
-  let partial = "";
-  return (text) => {
-    const parts = (partial + text).split("\n");
-    partial = parts.pop() ?? "";
-    lines.push(...parts);
-  };
-}
 
 /** Waits for `marker` on the console of this process's run of guest NAME. */
 async function waitForConsole(marker: string, signal: AbortSignal): Promise<void> {
@@ -84,20 +75,8 @@ Deno.test("vhost-user-blk: memory hot-plug and unplug (pc-dimm) while the guest 
   const sluice = await startDaemon(dir, {
     config: {
       subsystems: [
-        {
-          subsystem: "bdev",
-          config: [{
-            method: "bdev_malloc_create",
-            params: { name: "Malloc0", num_blocks: NUM_BLOCKS, block_size: 512 },
-          }],
-        },
-        {
-          subsystem: "vhost_blk",
-          config: [{
-            method: "vhost_create_blk_controller",
-            params: { ctrlr: "vhost.0", dev_name: "Malloc0", socket, num_queues: 1 },
-          }],
-        },
+        mallocBdevConfig("Malloc0", NUM_BLOCKS),
+        vhostBlkConfig([{ ctrlr: "vhost.0", devName: "Malloc0", socket, numQueues: 1 }]),
       ],
     },
     args: ["--nvmf-listen", `127.0.0.1:${freePort()}`],

@@ -18,7 +18,8 @@ import assert from "node:assert/strict";
 import { GuestError, type GuestResult, outputTail, runGuest } from "./guest.ts";
 import { migrate, type MigrationInfo, quitQemu } from "./migration.ts";
 import { freePort } from "../../src/testing/net.ts";
-import { type Daemon, startDaemon } from "../../src/testing/daemon.ts";
+import { collectLines, type Daemon, startDaemon } from "../../src/testing/daemon.ts";
+import { mallocBdevConfig, vhostBlkConfig } from "../../src/testing/config.ts";
 
 const NUM_BLOCKS = 262144; // 128 MiB of 512-byte blocks
 const NUM_QUEUES = 2;
@@ -40,34 +41,24 @@ interface Report {
 async function startSluice(dir: string, sockets: string[], lines: string[]): Promise<Daemon> {
   const config = {
     subsystems: [
-      {
-        subsystem: "bdev",
-        config: [{
-          method: "bdev_malloc_create",
-          params: { name: "Malloc0", num_blocks: NUM_BLOCKS, block_size: 512 },
-        }],
-      },
-      {
-        // Two controllers on the same bdev: bdevs take several writers (each controller opens
-        // its own descriptor per connection).
-        subsystem: "vhost_blk",
-        config: sockets.map((socket, i) => ({
-          method: "vhost_create_blk_controller",
-          params: { ctrlr: `vhost.${i}`, dev_name: "Malloc0", socket, num_queues: NUM_QUEUES },
+      mallocBdevConfig("Malloc0", NUM_BLOCKS),
+      // Two controllers on the same bdev: bdevs take several writers (each controller opens
+      // its own descriptor per connection).
+      vhostBlkConfig(
+        sockets.map((socket, i) => ({
+          ctrlr: `vhost.${i}`,
+          devName: "Malloc0",
+          socket,
+          numQueues: NUM_QUEUES,
         })),
-      },
+      ),
     ],
   };
-  let partial = "";
   return await startDaemon(dir, {
     config,
     args: ["--nvmf-listen", `127.0.0.1:${freePort()}`],
     echo: true,
-    onOutput: (text) => {
-      const got = (partial + text).split("\n");
-      partial = got.pop() ?? "";
-      lines.push(...got);
-    },
+    onOutput: collectLines(lines),
   });
 }
 

@@ -9,6 +9,9 @@
  * Used by both engines' tests.
  * @module
  */
+import { fromHex } from "../../testing/xts_reference.ts";
+
+export { fromHex, toHex } from "../../testing/xts_reference.ts";
 
 /** One vector: `tweak` is the 16-byte little-endian data-unit number. */
 export interface XtsVector {
@@ -190,18 +193,6 @@ export const XTS_VECTORS: XtsVector[] = [
       "b5591dfd86854105866191726d19d067",
   },
 ];
-
-/** Hex string -> bytes. */
-export function fromHex(hex: string): Uint8Array {
-  const out = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
-  return out;
-}
-
-/** Bytes -> hex string. */
-export function toHex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 /** The tweak as a data-unit number, when it fits in a safe integer. */
 export function tweakNumber(tweak: string): number | undefined {

@@ -11,17 +11,9 @@
  */
 import { Reactor } from "../../reactor/reactor.ts";
 import { connectTcp, TcpConnection, TcpListener } from "../tcp.ts";
+import { gcMarker } from "../../testing/gc_trace.ts";
 
-const stdio = Deno.dlopen("libc.so.6", {
-  puts: { parameters: ["buffer"], result: "i32" },
-  fflush: { parameters: ["pointer"], result: "i32" },
-});
-
-function mark(text: string): void {
-  stdio.symbols.fflush(null);
-  stdio.symbols.puts(new TextEncoder().encode(`${text}\0`));
-  stdio.symbols.fflush(null);
-}
+const { mark, close: closeMarker } = gcMarker();
 
 const copy = Deno.args[0] === "copy";
 const WARMUP = 200_000;
@@ -79,5 +71,5 @@ await listener.close();
 await reactor.stop();
 await running;
 reactor.close();
-stdio.close();
+closeMarker();
 if (sink < 0) console.log(sink);

@@ -12,17 +12,9 @@
 import type { IoDone } from "../../nvmf_tcp/host.ts";
 import { NvmeTcpPerfDevice, type PerfQueue } from "../nvme_tcp_device.ts";
 import { PerfJob, type PerfWorkload } from "../perf.ts";
+import { gcMarker } from "../../testing/gc_trace.ts";
 
-const stdio = Deno.dlopen("libc.so.6", {
-  puts: { parameters: ["buffer"], result: "i32" },
-  fflush: { parameters: ["pointer"], result: "i32" },
-});
-
-function mark(text: string): void {
-  stdio.symbols.fflush(null);
-  stdio.symbols.puts(new TextEncoder().encode(`${text}\0`));
-  stdio.symbols.fflush(null);
-}
+const { mark } = gcMarker();
 
 const pattern = (Deno.args[0] ?? "randrw") as PerfWorkload["pattern"];
 const mode = Deno.args[1] ?? "steady";

@@ -15,17 +15,9 @@ import { close, eventfd } from "../../../ffi/libc.ts";
 import { FrontendMemory, splitRingBytes, splitRingLayout } from "../../vhost_user/frontend.ts";
 import { PerfJob, type PerfWorkload } from "../perf.ts";
 import { VhostUserPerfDevice } from "../vhost_user_device.ts";
+import { gcMarker } from "../../testing/gc_trace.ts";
 
-const stdio = Deno.dlopen("libc.so.6", {
-  puts: { parameters: ["buffer"], result: "i32" },
-  fflush: { parameters: ["pointer"], result: "i32" },
-});
-
-function mark(text: string): void {
-  stdio.symbols.fflush(null);
-  stdio.symbols.puts(new TextEncoder().encode(`${text}\0`));
-  stdio.symbols.fflush(null);
-}
+const { mark } = gcMarker();
 
 const pattern = (Deno.args[0] ?? "randrw") as PerfWorkload["pattern"];
 const mode = Deno.args[1] ?? "steady";

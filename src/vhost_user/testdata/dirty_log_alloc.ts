@@ -11,17 +11,9 @@
 import { memfdCreate } from "../../../ffi/memory.ts";
 import { DirtyLog } from "../dirty_log.ts";
 import { VirtioDriver } from "../../testing/virtio_driver.ts";
+import { gcMarker } from "../../testing/gc_trace.ts";
 
-const stdio = Deno.dlopen("libc.so.6", {
-  puts: { parameters: ["buffer"], result: "i32" },
-  fflush: { parameters: ["pointer"], result: "i32" },
-});
-
-function say(text: string): void {
-  stdio.symbols.fflush(null);
-  stdio.symbols.puts(new TextEncoder().encode(`${text}\0`));
-  stdio.symbols.fflush(null);
-}
+const { mark: say } = gcMarker();
 
 const mode = Deno.args[0] ?? "steady";
 const WARMUP = 200_000;

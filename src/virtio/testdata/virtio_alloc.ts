@@ -12,17 +12,9 @@
  */
 import { VirtioDriver } from "../../testing/virtio_driver.ts";
 import { BlkRequest, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT } from "../blk.ts";
+import { gcMarker } from "../../testing/gc_trace.ts";
 
-const stdio = Deno.dlopen("libc.so.6", {
-  puts: { parameters: ["buffer"], result: "i32" },
-  fflush: { parameters: ["pointer"], result: "i32" },
-});
-
-function mark(text: string): void {
-  stdio.symbols.fflush(null);
-  stdio.symbols.puts(new TextEncoder().encode(`${text}\0`));
-  stdio.symbols.fflush(null);
-}
+const { mark } = gcMarker();
 
 const mode = Deno.args[0] ?? "steady";
 const WARMUP = 200_000;
