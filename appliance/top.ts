@@ -47,13 +47,14 @@ function quantiles(cur: LatencyView, prev: LatencyView | undefined): [string, st
 export function renderTop(cur: StatsSnapshot, prev: StatsSnapshot | null): string {
   const dt = prev === null ? 0 : (cur.taken_ms - prev.taken_ms) / 1000;
   const lines: string[] = [];
-  const r1 = cur.reactors[0]?.stats ?? {};
-  const r0 = prev?.reactors[0]?.stats ?? {};
-  const busy = (r1["busyIterations"] ?? 0) - (r0["busyIterations"] ?? 0);
-  const idle = (r1["idleIterations"] ?? 0) - (r0["idleIterations"] ?? 0);
-  const busyPct = busy + idle > 0 ? ((100 * busy) / (busy + idle)).toFixed(1) : "0.0";
+  // Busy: the share of the interval the reactor was not parked in the kernel (it used a core).
+  const r1 = cur.reactors[0];
+  const r0 = prev?.reactors[0];
+  const ran = (r1?.running_ms ?? 0) - (r0?.running_ms ?? 0);
+  const parked = (r1?.stats["parkedMs"] ?? 0) - (r0?.stats["parkedMs"] ?? 0);
+  const busyPct = ran > 0 ? Math.max(0, 100 * (1 - parked / ran)).toFixed(1) : "0.0";
   lines.push(
-    `sluice ${cur.version}  up ${cur.uptime_s} s  reactor busy ${busyPct}% of loop passes  ` +
+    `sluice ${cur.version}  up ${cur.uptime_s} s  reactor busy ${busyPct}%  ` +
       `NVMe/TCP connections ${
         cur.nvmf_tcp?.connections_open ?? 0
       }  vhost controllers ${cur.vhost_controllers}`,

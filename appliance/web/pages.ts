@@ -164,8 +164,8 @@ export function dashboardPage(
         )}</tbody>
       </table>
       <h2>Data-path reactor</h2>
-      <p id="reactor">busy <span id="busy">0</span> % of loop passes
-      (busy vs idle iterations in the last second)</p>
+      <p id="reactor">busy <span id="busy">0</span> % of the last second (polling or working; the
+      rest parked in the kernel, using no CPU)</p>
     `,
   );
 }
@@ -526,11 +526,11 @@ export const APP_JS = `"use strict";
     if (prev) {
       const dt = (s.taken_ms - prev.taken_ms) / 1000;
       if (dt > 0) {
-        const r0 = prev.reactors[0].stats, r1 = s.reactors[0].stats;
-        const busy = r1.busyIterations - r0.busyIterations;
-        const idle = r1.idleIterations - r0.idleIterations;
+        const r0 = prev.reactors[0], r1 = s.reactors[0];
+        const ran = r1.running_ms - r0.running_ms;
+        const parked = r1.stats.parkedMs - r0.stats.parkedMs;
         const b = document.getElementById("busy");
-        if (b) b.textContent = busy + idle > 0 ? (100 * busy / (busy + idle)).toFixed(1) : "0";
+        if (b && ran > 0) b.textContent = Math.max(0, 100 * (1 - parked / ran)).toFixed(1);
         for (const v of s.bdevs) {
           const p = prev.bdevs.find((x) => x.name === v.name);
           if (!p) continue;

@@ -10,6 +10,7 @@ import { BdevIoStats, LATENCY_BUCKETS, LATENCY_SAMPLE_EVERY } from "../bdev/bdev
 import { nvmfTcpTransport } from "../nvmf_tcp/nvmf_rpc.ts";
 import type { AppContext } from "../rpc/context.ts";
 import type { RpcTable } from "../rpc/rpc.ts";
+import process from "node:process";
 
 /** Counters of one bdev, totals since it was registered. */
 export interface BdevStatsView {
@@ -75,7 +76,9 @@ export interface StatsSnapshot {
   taken_ms: number;
   bdevs: BdevStatsView[];
   /** One data-path reactor for now; an array so workers fit later. */
-  reactors: { id: number; stats: Record<string, number> }[];
+  reactors: { id: number; running_ms: number; stats: Record<string, number> }[];
+  /** The whole process: CPU time used (user + system) and resident memory. */
+  process: { cpu_user_s: number; cpu_system_s: number; rss_bytes: number; start_time_s: number };
   nvmf_tcp: {
     connections_opened: number;
     connections_closed: number;
@@ -110,6 +113,7 @@ export async function collectStats(
     };
   });
   const tr = nvmfTcpTransport(ctx);
+  const cpu = process.cpuUsage();
   // The vhost module keeps its controllers private: ask it through its own method.
   const vhost = await table.call("vhost_get_controllers", undefined, ctx) as unknown[];
   return {
@@ -117,7 +121,13 @@ export async function collectStats(
     uptime_s: Math.round((Date.now() - ctx.startedAtMs) / 1000),
     taken_ms: Math.round(performance.now()),
     bdevs,
-    reactors: [{ id: 0, stats: { ...ctx.reactor.stats } }],
+    reactors: [{ id: 0, running_ms: ctx.reactor.runningMs, stats: { ...ctx.reactor.stats } }],
+    process: {
+      cpu_user_s: cpu.user / 1e6,
+      cpu_system_s: cpu.system / 1e6,
+      rss_bytes: Deno.memoryUsage().rss,
+      start_time_s: ctx.startedAtMs / 1000,
+    },
     nvmf_tcp: tr === undefined ? null : {
       connections_opened: tr.stats.connections,
       connections_closed: tr.stats.connectionsClosed,
@@ -249,6 +259,31 @@ export function formatPrometheus(s: StatsSnapshot): string {
       s.reactors.map((r) => [{ reactor: String(r.id) }, r.stats[key] ?? 0]),
     );
   }
+  family(
+    "sluice_reactor_parked_seconds_total",
+    "counter",
+    "Time the reactor spent parked in the kernel (idle, no CPU used)",
+    s.reactors.map((r) => [{ reactor: String(r.id) }, (r.stats["parkedMs"] ?? 0) / 1000]),
+  );
+  family(
+    "sluice_reactor_running_seconds_total",
+    "counter",
+    "Time the reactor's loop has been running, parked time included",
+    s.reactors.map((r) => [{ reactor: String(r.id) }, r.running_ms / 1000]),
+  );
+  // The standard process metrics (names of the Prometheus client libraries).
+  family("process_cpu_seconds_total", "counter", "User and system CPU time used", [[
+    {},
+    s.process.cpu_user_s + s.process.cpu_system_s,
+  ]]);
+  family("process_resident_memory_bytes", "gauge", "Resident memory size", [[
+    {},
+    s.process.rss_bytes,
+  ]]);
+  family("process_start_time_seconds", "gauge", "Start time of the process since the epoch", [[
+    {},
+    s.process.start_time_s,
+  ]]);
   const n = s.nvmf_tcp;
   family("sluice_nvmf_tcp_connections", "gauge", "Open NVMe/TCP connections", [[
     {},

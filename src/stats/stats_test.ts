@@ -52,6 +52,14 @@ Deno.test("stats: live channel counters reach sluice_get_stats, bdev_get_iostat 
       assert(fams.has("sluice_reactor_busy_iterations_total"));
       assert((sample(fams, "sluice_reactor_busy_iterations_total", { reactor: "0" }) ?? 0) > 0);
       assertEquals(sample(fams, "sluice_nvmf_tcp_connections", {}), 0);
+      const running = sample(fams, "sluice_reactor_running_seconds_total", { reactor: "0" }) ?? 0;
+      const parked = sample(fams, "sluice_reactor_parked_seconds_total", { reactor: "0" }) ?? -1;
+      assert(
+        running > 0 && parked >= 0 && parked <= running,
+        `running ${running} parked ${parked}`,
+      );
+      assert((sample(fams, "process_cpu_seconds_total", {}) ?? 0) > 0);
+      assert((sample(fams, "process_resident_memory_bytes", {}) ?? 0) > 1024 * 1024);
       // Label values are escaped and read back exactly (names with " and \\ cannot be
       // registered today; the format must not depend on that).
       const odd = {
