@@ -136,7 +136,9 @@ export function dashboardPage(
         .length} volume(s), <span id="connections">${connections}</span> NVMe/TCP connection(s),
       ${vhost} vhost-user controller(s).</p>
       <h2>IOPS (updated every second)</h2>
-      <canvas id="iops-chart" width="800" height="220" aria-label="IOPS per volume"></canvas>
+      <canvas id="iops-chart" width="800" height="200" aria-label="IOPS per volume"></canvas>
+      <h2>Throughput (MiB/s, read + write)</h2>
+      <canvas id="mbps-chart" width="800" height="160" aria-label="MiB/s per volume"></canvas>
       <table id="iops">
         <thead>
           <tr>
@@ -478,43 +480,59 @@ export const APP_JS = `"use strict";
 (() => {
   const chart = document.getElementById("iops-chart");
   if (!chart) return;
-  const ctx = chart.getContext("2d");
-  const history = new Map();
-  let prev = null;
   const colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
+  // A line per volume over the last minute, newest point at the right edge.
+  const lineChart = (canvas, unit) => {
+    const ctx = canvas.getContext("2d");
+    const history = new Map();
+    const draw = () => {
+      ctx.clearRect(0, 0, canvas.width, canvas.height);
+      let max = 10;
+      for (const h of history.values()) for (const v of h) max = Math.max(max, v);
+      let i = 0;
+      ctx.font = "12px sans-serif";
+      const step = (canvas.width - 10) / 59;
+      for (const [name, h] of history) {
+        const color = colors[i % colors.length];
+        ctx.strokeStyle = color;
+        ctx.fillStyle = color;
+        ctx.lineWidth = 2;
+        const at = (v, x) => [
+          canvas.width - 5 - (h.length - 1 - x) * step,
+          canvas.height - 5 - (v / max) * (canvas.height - 25),
+        ];
+        ctx.beginPath();
+        h.forEach((v, x) => {
+          const [px, py] = at(v, x);
+          if (x === 0) ctx.moveTo(px, py); else ctx.lineTo(px, py);
+        });
+        ctx.stroke();
+        h.forEach((v, x) => {
+          const [px, py] = at(v, x);
+          ctx.fillRect(px - 2, py - 2, 4, 4);
+        });
+        ctx.fillText(name, 8 + 120 * i, 14);
+        i++;
+      }
+      ctx.fillStyle = "#555";
+      ctx.fillText((max >= 100 ? Math.round(max) : max.toFixed(1)) + " " + unit, canvas.width - 100, 14);
+    };
+    const add = (name, v) => {
+      const h = history.get(name) || [];
+      h.push(v);
+      if (h.length > 60) h.shift();
+      history.set(name, h);
+    };
+    return { history, draw, add };
+  };
+  const iops = lineChart(chart, "IOPS");
+  const mbpsCanvas = document.getElementById("mbps-chart");
+  const mbps = mbpsCanvas ? lineChart(mbpsCanvas, "MiB/s") : null;
+  const history = iops.history;
+  let prev = null;
   const draw = () => {
-    ctx.clearRect(0, 0, chart.width, chart.height);
-    let max = 10;
-    for (const h of history.values()) for (const v of h) max = Math.max(max, v);
-    let i = 0;
-    ctx.font = "12px sans-serif";
-    for (const [name, h] of history) {
-      const color = colors[i % colors.length];
-      ctx.strokeStyle = color;
-      ctx.fillStyle = color;
-      ctx.lineWidth = 2;
-      ctx.beginPath();
-      // The newest point at the right edge, one second per step, the last minute shown.
-      const step = (chart.width - 10) / 59;
-      const at = (v, x) => [
-        chart.width - 5 - (h.length - 1 - x) * step,
-        chart.height - 5 - (v / max) * (chart.height - 25),
-      ];
-      h.forEach((v, x) => {
-        const [px, py] = at(v, x);
-        if (x === 0) ctx.moveTo(px, py); else ctx.lineTo(px, py);
-      });
-      ctx.stroke();
-      h.forEach((v, x) => {
-        const [px, py] = at(v, x);
-        ctx.fillRect(px - 2, py - 2, 4, 4);
-      });
-      ctx.fillStyle = color;
-      ctx.fillText(name, 8 + 120 * i, 14);
-      i++;
-    }
-    ctx.fillStyle = "#555";
-    ctx.fillText(Math.round(max) + " IOPS", chart.width - 90, 14);
+    iops.draw();
+    if (mbps) mbps.draw();
   };
   const es = new EventSource("/events");
   es.addEventListener("stats", (ev) => {
@@ -535,11 +553,8 @@ export const APP_JS = `"use strict";
           const p = prev.bdevs.find((x) => x.name === v.name);
           if (!p) continue;
           const rate = (k) => (v[k] - p[k]) / dt;
-          const iops = rate("read_ops") + rate("write_ops");
-          const h = history.get(v.name) || [];
-          h.push(iops);
-          if (h.length > 60) h.shift();
-          history.set(v.name, h);
+          iops.add(v.name, rate("read_ops") + rate("write_ops"));
+          if (mbps) mbps.add(v.name, (rate("read_bytes") + rate("write_bytes")) / 1048576);
           const row = document.querySelector('tr[data-bdev="' + CSS.escape(v.name) + '"]');
           if (row) {
             row.querySelector(".r").textContent = Math.round(rate("read_ops"));
