@@ -95,8 +95,6 @@ export class BdevIo {
   inFlight = false;
   /** Layered modules: the parent I/O a child I/O serves. */
   parent: BdevIo | null = null;
-  /** performance.now() at submit when this I/O's latency is sampled, else -1. */
-  startMs = -1;
 
   /** A one-element vector list reused by the single-buffer helpers. */
   readonly ownIovs: Uint8Array[] = [NO_BUFFER];

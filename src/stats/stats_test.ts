@@ -3,6 +3,7 @@ import { App } from "../app.ts";
 import { LATENCY_BUCKETS, LATENCY_SAMPLE_EVERY, runIo } from "../bdev/mod.ts";
 import { formatPrometheus, type StatsSnapshot } from "./stats.ts";
 import { parsePrometheusText, PromParseError } from "./prometheus_parse.ts";
+import { traceGc } from "../testing/gc_trace.ts";
 
 async function withApp(fn: (app: App) => Promise<void>): Promise<void> {
   const app = new App();
@@ -71,10 +72,11 @@ Deno.test("stats: live channel counters reach sluice_get_stats, bdev_get_iostat 
         sample(oddFams, "sluice_bdev_io_ops_total", { bdev: 'we"ird\\na\nme', type: "write" }),
         3,
       );
-      // Latency: one I/O in LATENCY_SAMPLE_EVERY is timed; 4 + 60 I/Os give 8 samples.
-      for (let i = 0; i < 60; i++) await runIo(ch, (io) => ch.read(io, buf, 0, 8));
+      // Latency: one I/O in LATENCY_SAMPLE_EVERY is timed; 4 + 2N - 4 I/Os give 2 samples.
+      const more = 2 * LATENCY_SAMPLE_EVERY - 4;
+      for (let i = 0; i < more; i++) await runIo(ch, (io) => ch.read(io, buf, 0, 8));
       const l = (await app.call("sluice_get_stats") as StatsSnapshot).bdevs[0]?.latency;
-      assertEquals(l?.samples, 64 / LATENCY_SAMPLE_EVERY);
+      assertEquals(l?.samples, 2);
       assertEquals(l?.buckets.reduce((a, [, n]) => a + n, 0), l?.samples);
       assert(l !== undefined && l.p50_us !== null && l.p99_us !== null && l.p50_us <= l.p99_us);
       const text = formatPrometheus(await app.call("sluice_get_stats") as StatsSnapshot);
@@ -88,7 +90,7 @@ Deno.test("stats: live channel counters reach sluice_get_stats, bdev_get_iostat 
       assertEquals(buckets.at(-1)?.labels["le"], "+Inf");
       const count = hist?.samples.find((x) => x.name.endsWith("_count"))?.value;
       assertEquals(buckets.at(-1)?.value, count);
-      assertEquals(count, 8);
+      assertEquals(count, 2);
     } finally {
       ch.close();
       desc.close();
@@ -137,4 +139,13 @@ Deno.test("prometheus parser: accepts the documented format and refuses its viol
     "m 1",
   ];
   for (const t of bad) assertThrows(() => parsePrometheusText(t), PromParseError, undefined);
+});
+
+Deno.test("stats: counting and latency sampling on a bdev channel allocate nothing per I/O (V8 GC trace)", async () => {
+  const script = new URL("./testdata/bdev_alloc.ts", import.meta.url).pathname;
+  const control = (await traceGc(script, ["copy"])).events;
+  assert(control >= 5, `the control should show allocation (got ${control} GC events)`);
+  const steady = await traceGc(script, ["steady"]);
+  assert(steady.events <= 1, `${steady.events} GC events in 1M I/Os (control: ${control})`);
+  assert(steady.after.some((l) => /^samples [1-9]/.test(l)), steady.after.join("\n"));
 });
