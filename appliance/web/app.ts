@@ -460,8 +460,10 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
     try {
       const transports = await call("nvmf_get_transports") as unknown[];
       if (transports.length === 0) await call("nvmf_create_transport", { trtype: "TCP" });
-      await call("nvmf_create_subsystem", { nqn, allow_any_host: true });
+      const hosts = (values["hosts"] ?? "").split(/[\s,]+/).filter((h) => h !== "");
+      await call("nvmf_create_subsystem", { nqn, allow_any_host: hosts.length === 0 });
       created = true;
+      for (const host of hosts) await call("nvmf_subsystem_add_host", { nqn, host });
       await call("nvmf_subsystem_add_ns", { nqn, namespace: { bdev_name: values["bdev"] ?? "" } });
       await call("nvmf_subsystem_add_listener", {
         nqn,

@@ -463,6 +463,41 @@ Deno.test("web: exports forms make and remove NVMe/TCP subsystems and vhost cont
     const page = await (await h.web.request("/exports", { headers: { Cookie: cookie } }, ENV))
       .text();
     assert(page.includes(`data-nqn="${nqn}"`) && page.includes(`127.0.0.1:${port}`), page);
+    const [made] = await h.app.call("nvmf_get_subsystems", { nqn }) as {
+      allow_any_host: boolean;
+    }[];
+    assertEquals(made?.allow_any_host, true, "no hosts given: any host");
+
+    // With allowed hosts: only those; a bad host NQN undoes the whole export.
+    const nqn2 = `${nqn}2`;
+    await h.app.call("bdev_malloc_create", { name: "X1", num_blocks: 64, block_size: 512 });
+    const host = "nqn.2014-08.org.nvmexpress:uuid:6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+    const port2 = String(freePort());
+    const badHost = await post("/exports/nvmf/create", {
+      nqn: nqn2,
+      bdev: "X1",
+      listen: `127.0.0.1:${port2}`,
+      hosts: `${host}, not-an-nqn`,
+    });
+    assertEquals(badHost.status, 400);
+    assertEquals((await subs()).filter((s) => s.nqn === nqn2).length, 0);
+    const withHost = await post("/exports/nvmf/create", {
+      nqn: nqn2,
+      bdev: "X1",
+      listen: `127.0.0.1:${port2}`,
+      hosts: host,
+    });
+    assertEquals(
+      withHost.status,
+      303,
+      /id="nvmf-error">([^<]*)/.exec(await withHost.clone().text())?.[1],
+    );
+    const [sub2] = await h.app.call("nvmf_get_subsystems", { nqn: nqn2 }) as {
+      allow_any_host: boolean;
+      hosts: { nqn: string }[];
+    }[];
+    assertEquals([sub2?.allow_any_host, sub2?.hosts.map((x) => x.nqn)], [false, [host]]);
+    assertEquals((await post("/exports/nvmf/delete", { nqn: nqn2, confirm: nqn2 })).status, 303);
     const unconfirmed = await post("/exports/nvmf/delete", { nqn, confirm: "x" });
     assertEquals(unconfirmed.status, 400);
     assertEquals(

@@ -354,7 +354,8 @@ export function exportsPage(
       <label>Volume ${bdevSelect("bdev")}</label>
       <label>Listen on <input name="listen" required value="${v["listen"] ??
         "127.0.0.1:4420"}" placeholder="ADDRESS:PORT"></label>
-      <p>Any host may connect (allowed hosts can be set with nvmf_subsystem_add_host).</p>
+      <label>Allowed host NQNs (spaces or commas between; empty: any host) <input name="hosts"
+      size="60" value="${v["hosts"] ?? ""}"></label>
       <button>Export</button>
       ${form.nvmfError ? html`<p class="error" id="nvmf-error">${form.nvmfError}</p>` : ""}
         </fieldset>
