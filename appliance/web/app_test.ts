@@ -739,3 +739,22 @@ Deno.test("web: on loopback, a Host that is not a loopback name is refused (DNS 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("web: the login limit's memory stays bounded under many client addresses", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-web-" });
+  try {
+    const clock = { ms: 0 };
+    const { auth } = await AdminAuth.open(`${dir}/admin.json`, {
+      iterations: 1000,
+      now: () => clock.ms,
+      maxFailuresGlobal: 1e9,
+    });
+    for (let i = 0; i < 12_000; i++) auth.loginFailed(`198.51.${i >> 8}.${i & 255}`);
+    // The address failing now is remembered (the oldest are forgotten first) and limited.
+    for (let i = 0; i < 5; i++) auth.loginFailed("203.0.113.9");
+    assertEquals(auth.loginRetryAfterS("203.0.113.9"), 60);
+    assert(auth.trackedAddresses() <= 10_001, `${auth.trackedAddresses()} addresses tracked`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

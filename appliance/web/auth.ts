@@ -79,6 +79,8 @@ const MAX_SESSIONS = 64;
 const MAX_TOKENS = 64;
 const MIN_PASSWORD = 12;
 const MAX_PASSWORD = 1024;
+/** Client addresses whose failed logins are remembered at once. */
+const MAX_TRACKED_ADDRESSES = 10_000;
 
 function b64url(bytes: Uint8Array): string {
   let s = "";
@@ -358,10 +360,23 @@ export class AdminAuth {
       times.push(now);
       this.#failures.set(key, times);
     }
-    if (this.#failures.size > 10_000) {
-      // Bound the memory an address-spraying client can make us hold.
-      for (const [k, v] of this.#failures) if (k !== "" && v.length === 0) this.#failures.delete(k);
+    if (this.#failures.size > MAX_TRACKED_ADDRESSES) {
+      // Bound the memory an address-spraying client can make us hold: forget addresses
+      // whose failures are all outside the window; if all are recent, the oldest-inserted.
+      for (const [k, v] of this.#failures) {
+        if (k !== "" && (v[v.length - 1] ?? 0) <= now - this.#windowMs) this.#failures.delete(k);
+      }
+      for (const k of this.#failures.keys()) {
+        // Down to 90%: the walk above then runs once per thousand new addresses, not each time.
+        if (this.#failures.size <= MAX_TRACKED_ADDRESSES * 0.9) break;
+        if (k !== "") this.#failures.delete(k);
+      }
     }
+  }
+
+  /** How many client addresses the login limit remembers (tests; the global count excluded). */
+  trackedAddresses(): number {
+    return this.#failures.size - (this.#failures.has("") ? 1 : 0);
   }
 
   /** Forgets the failures of `addr` after it logged in. */
