@@ -355,9 +355,11 @@ export class AdminAuth {
   /** Records a failed login from `addr`. */
   loginFailed(addr: string): void {
     const now = this.#now();
-    for (const key of [addr, ""]) {
+    for (const [key, max] of [[addr, this.#maxFailures], ["", this.#maxFailuresGlobal]] as const) {
       const times = this.#recent(key, now);
       times.push(now);
+      // Only the last `max` matter to the limit: older ones need not be kept.
+      if (times.length > max) times.splice(0, times.length - max);
       this.#failures.set(key, times);
     }
     if (this.#failures.size > MAX_TRACKED_ADDRESSES) {
