@@ -320,6 +320,22 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
     }));
 
   // --- pages ----------------------------------------------------------------------
+  /** Every NVMe subsystem's controllers (the hosts connected). */
+  const controllersBySubsystem = async (): Promise<ConnectionsView[]> => {
+    const subs = (await call("nvmf_get_subsystems") as SubsystemView[]).filter((s) =>
+      s.subtype === "NVMe"
+    );
+    const views: ConnectionsView[] = [];
+    for (const s of subs) {
+      views.push({
+        nqn: s.nqn,
+        controllers: await call("nvmf_subsystem_get_controllers", {
+          nqn: s.nqn,
+        }) as ConnectionsView["controllers"],
+      });
+    }
+    return views;
+  };
   app.get("/", async (c) => {
     const status = await call("sluice_get_status") as { version: string; uptime_s: number };
     const stats = await call("sluice_get_stats") as StatsSnapshot;
@@ -330,6 +346,8 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
         await call("bdev_get_bdevs") as BdevView[],
         stats.nvmf_tcp?.connections_open ?? 0,
         stats.vhost_controllers,
+        await controllersBySubsystem(),
+        await call("vhost_get_controllers") as VhostView[],
       ),
     );
   });
@@ -576,18 +594,7 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
     }
   });
   const connections = async (c: Context<Env>, error: string | null, status: 200 | 400 = 200) => {
-    const subs = (await call("nvmf_get_subsystems") as SubsystemView[]).filter((s) =>
-      s.subtype === "NVMe"
-    );
-    const views: ConnectionsView[] = [];
-    for (const s of subs) {
-      views.push({
-        nqn: s.nqn,
-        controllers: await call("nvmf_subsystem_get_controllers", {
-          nqn: s.nqn,
-        }) as ConnectionsView["controllers"],
-      });
-    }
+    const views = await controllersBySubsystem();
     return c.html(
       connectionsPage(csrfOf(c), views, await call("vhost_get_controllers") as VhostView[], error),
       status,

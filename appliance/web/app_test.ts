@@ -648,6 +648,9 @@ Deno.test("web: Connections lists NVMe/TCP controllers and disconnects one on re
     const page = await (await h.web.request("/connections", { headers: { Cookie: cookie } }, ENV))
       .text();
     assert(page.includes(`data-cntlid="${cntlid}"`) && page.includes(host), page);
+    const dash = await (await h.web.request("/", { headers: { Cookie: cookie } }, ENV)).text();
+    const hostsList = /<ul id="hosts">[\s\S]*?<\/ul>/.exec(dash)?.[0] ?? "";
+    assert(hostsList.includes(host) && hostsList.includes(`controller ${cntlid}`), hostsList);
 
     const bad = await h.web.request(
       "/connections/disconnect",

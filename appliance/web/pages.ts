@@ -124,7 +124,10 @@ export function dashboardPage(
   bdevs: BdevView[],
   connections: number,
   vhost: number,
+  hosts: ConnectionsView[] = [],
+  vms: VhostView[] = [],
 ): Html {
+  const hostRows = hosts.flatMap((s) => s.controllers.map((c) => ({ nqn: s.nqn, ...c })));
   return layout(
     "Dashboard",
     "/",
@@ -165,6 +168,12 @@ export function dashboardPage(
           `
         )}</tbody>
       </table>
+      <h2>Connected hosts and VMs</h2>
+      <ul id="hosts">${hostRows.map((h) =>
+        html`<li>NVMe/TCP ${h.hostnqn} on ${h.nqn} (controller ${h.cntlid}, ${h.num_io_qpairs} I/O queue(s))</li>`
+      )}${vms.map((v) =>
+        html`<li>vhost-user ${v.ctrlr}: ${v.backend_specific.block.bdev} on ${v.socket}</li>`
+      )}${hostRows.length + vms.length === 0 ? html`<li>none</li>` : ""}</ul>
       <h2>Data-path reactor</h2>
       <p id="reactor">busy <span id="busy">0</span> % of the last second (polling or working; the
       rest parked in the kernel, using no CPU)</p>
