@@ -168,11 +168,11 @@ export function dashboardPage(
           `
         )}</tbody>
       </table>
-      <h2>Connected hosts and VMs</h2>
+      <h2>Connected NVMe/TCP hosts; vhost-user sockets served to VMs</h2>
       <ul id="hosts">${hostRows.map((h) =>
         html`<li>NVMe/TCP ${h.hostnqn} on ${h.nqn} (controller ${h.cntlid}, ${h.num_io_qpairs} I/O queue(s))</li>`
       )}${vms.map((v) =>
-        html`<li>vhost-user ${v.ctrlr}: ${v.backend_specific.block.bdev} on ${v.socket}</li>`
+        html`<li>vhost-user ${v.ctrlr} serves ${v.backend_specific.block.bdev} on ${v.socket}</li>`
       )}${hostRows.length + vms.length === 0 ? html`<li>none</li>` : ""}</ul>
       <h2>Data-path reactor</h2>
       <p id="reactor">busy <span id="busy">0</span> % of the last second (polling or working; the
