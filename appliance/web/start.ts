@@ -42,6 +42,8 @@ export async function startAdmin(o: StartAdminOptions): Promise<AdminServer | nu
   try {
     server = serveAdmin(app, o.hostname, o.port, o.log, ac);
   } catch (e) {
+    // A new password that was never shown must not stay behind: the next start makes another.
+    if (initialPassword !== undefined) await Deno.remove(auth.path).catch(() => {});
     if (o.required || !(e instanceof Deno.errors.AddrInUse)) throw e;
     o.log(`web admin not started: ${o.hostname}:${o.port} is in use (set --admin-listen)`);
     return null;
