@@ -20,6 +20,7 @@ import { VERSION } from "../src/version.ts";
 import { perf, PERF_USAGE } from "./perf.ts";
 import { dd, DD_USAGE } from "./dd.ts";
 import { top, TOP_USAGE } from "./top.ts";
+import { ADMIN_TOKEN_USAGE, adminToken } from "./web/token_cli.ts";
 import { setup, SETUP_USAGE } from "./setup.ts";
 import { exists, isServing } from "./fs.ts";
 import { keyStoreOf } from "../src/crypto/crypto_rpc.ts";
@@ -52,6 +53,7 @@ Commands:
   rpc       Call a JSON-RPC method on a running appliance
   status    Show what a running appliance is serving
   top       Live per-volume IOPS and throughput of a running appliance (sluice top --help)
+  admin-token  Create, list and revoke the web admin's bearer tokens for scripts
   perf      Measure an NVMe-oF target as spdk_nvme_perf does (sluice perf --help)
   dd        Copy between files and bdevs offline, as spdk_dd does (sluice dd --help)
   setup     Bind NVMe devices to vfio-pci and back, as SPDK's setup.sh (sluice setup --help)
@@ -452,6 +454,8 @@ export async function main(args: string[]): Promise<number> {
         return await dd(rest);
       case "top":
         return await top(rest);
+      case "admin-token":
+        return await adminToken(rest);
       case "setup":
         return await setup(rest);
       case "--version":
@@ -475,6 +479,8 @@ export async function main(args: string[]): Promise<number> {
           ? DD_USAGE
           : topic === "top"
           ? TOP_USAGE
+          : topic === "admin-token"
+          ? ADMIN_TOKEN_USAGE
           : topic === "setup"
           ? SETUP_USAGE
           : USAGE;

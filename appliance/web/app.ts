@@ -204,6 +204,8 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
 
   // --- everything else needs a session or a bearer token --------------------------
   const authenticate: MiddlewareHandler<Env> = async (c, next) => {
+    // Tokens added or revoked with `sluice admin-token` while we run count at once.
+    await auth.refresh();
     const authz = c.req.header("Authorization");
     if (authz !== undefined) {
       const m = /^Bearer ([A-Za-z0-9_-]{1,200})$/.exec(authz);

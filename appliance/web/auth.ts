@@ -64,6 +64,8 @@ export interface AdminAuthOptions {
   maxFailuresGlobal?: number;
   /** The window of the login limit (default 60 s). */
   failureWindowMs?: number;
+  /** Make the file with a new password when it is missing (default true; the CLI says no). */
+  create?: boolean;
 }
 
 /** Why admin.json was refused. */
@@ -161,6 +163,8 @@ function validFile(v: unknown): v is AdminFile {
 export class AdminAuth {
   readonly path: string;
   #file: AdminFile;
+  /** Which version of the file #file is (inode, mtime, size). */
+  #version = "";
   readonly #iterations: number;
   readonly #now: () => number;
   readonly #idleMs: number;
@@ -192,27 +196,14 @@ export class AdminAuth {
     path: string,
     opts: AdminAuthOptions = {},
   ): Promise<{ auth: AdminAuth; initialPassword?: string }> {
-    let text: string | null = null;
-    try {
-      const st = await Deno.stat(path);
-      if (st.mode !== null && (st.mode & 0o077) !== 0) {
-        throw new AdminFileError(
-          `${path} is readable by others (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`,
-        );
-      }
-      text = await Deno.readTextFile(path);
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    const loaded = await readAdminFile(path);
+    if (loaded !== null) {
+      const auth = new AdminAuth(path, loaded.file, opts);
+      auth.#version = loaded.version;
+      return { auth };
     }
-    if (text !== null) {
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        throw new AdminFileError(`${path} is not valid JSON`);
-      }
-      if (!validFile(parsed)) throw new AdminFileError(`${path} is not a sluice admin file`);
-      return { auth: new AdminAuth(path, parsed, opts) };
+    if (opts.create === false) {
+      throw new AdminFileError(`${path} does not exist: start sluice serve once to make it`);
     }
     // 18 random bytes: 24 characters, 144 bits; no look-alike problem in base64url.
     const initialPassword = randomToken(18);
@@ -227,10 +218,34 @@ export class AdminAuth {
 
   async #save(): Promise<void> {
     // Write then rename: a crash leaves the old file or the new one, never half of one.
-    const tmp = `${this.path}.tmp`;
+    const tmp = `${this.path}.tmp.${Deno.pid}`;
     await Deno.writeTextFile(tmp, JSON.stringify(this.#file, null, 2) + "\n", { mode: 0o600 });
     await Deno.chmod(tmp, 0o600);
     await Deno.rename(tmp, this.path);
+    this.#version = fileVersion(await Deno.stat(this.path));
+  }
+
+  /**
+   * Takes in changes another process made to the file (`sluice admin-token`
+   * adding or revoking a token): one stat per call, a read only when it
+   * changed. A file that became unreadable or invalid is ignored: the last
+   * good copy stays in force.
+   */
+  async refresh(): Promise<void> {
+    let st: Deno.FileInfo;
+    try {
+      st = await Deno.stat(this.path);
+    } catch {
+      return;
+    }
+    if (fileVersion(st) === this.#version) return;
+    try {
+      const loaded = await readAdminFile(this.path);
+      if (loaded !== null) {
+        this.#file = loaded.file;
+        this.#version = loaded.version;
+      }
+    } catch { /* keep the last good copy */ }
   }
 
   /** Is `password` the admin password? */
@@ -244,6 +259,7 @@ export class AdminAuth {
   async setPassword(password: string, keep?: string): Promise<void> {
     const problem = passwordProblem(password);
     if (problem !== null) throw new Error(problem);
+    await this.refresh();
     this.#file = { ...this.#file, password: await hashPassword(password, this.#iterations) };
     await this.#save();
     for (const id of [...this.#sessions.keys()]) if (id !== keep) this.#sessions.delete(id);
@@ -256,6 +272,7 @@ export class AdminAuth {
     if (!/^[A-Za-z0-9 _.:-]{1,64}$/.test(name)) {
       throw new Error("a token name is 1-64 letters, digits, spaces and _ . : -");
     }
+    await this.refresh();
     if (this.#file.tokens.length >= MAX_TOKENS) throw new Error(`at most ${MAX_TOKENS} tokens`);
     const id = randomToken(6);
     const token = `sluice_${randomToken(32)}`;
@@ -277,6 +294,7 @@ export class AdminAuth {
 
   /** Removes a token; false when there was none with that id. */
   async revokeToken(id: string): Promise<boolean> {
+    await this.refresh();
     const tokens = this.#file.tokens.filter((t) => t.id !== id);
     if (tokens.length === this.#file.tokens.length) return false;
     this.#file = { ...this.#file, tokens };
@@ -392,6 +410,38 @@ export class AdminAuth {
     else this.#failures.set(key, times);
     return times;
   }
+}
+
+/** Identifies one version of the file: rename makes a new inode, writes change mtime/size. */
+function fileVersion(st: Deno.FileInfo): string {
+  return `${st.ino ?? 0}:${st.mtime?.getTime() ?? 0}:${st.size}`;
+}
+
+/** Reads and checks admin.json; null when it does not exist. */
+async function readAdminFile(
+  path: string,
+): Promise<{ file: AdminFile; version: string } | null> {
+  let st: Deno.FileInfo;
+  try {
+    st = await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+  if (st.mode !== null && (st.mode & 0o077) !== 0) {
+    throw new AdminFileError(
+      `${path} is readable by others (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`,
+    );
+  }
+  const text = await Deno.readTextFile(path);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new AdminFileError(`${path} is not valid JSON`);
+  }
+  if (!validFile(parsed)) throw new AdminFileError(`${path} is not a sluice admin file`);
+  return { file: parsed, version: fileVersion(st) };
 }
 
 async function hashPassword(password: string, iterations: number): Promise<PasswordHash> {

@@ -155,3 +155,52 @@ Deno.test("web admin: --admin-listen off serves no admin; a bad address is a usa
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("web admin: sluice admin-token makes and revokes tokens a running appliance honours", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-web-it-" });
+  const cli = (args: string[]) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", MAIN, "admin-token", ...args, "--state-dir", dir],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  const dec = new TextDecoder();
+  try {
+    // No admin.json yet: the CLI does not make one (its password would never be shown).
+    const early = await cli(["list"]);
+    assertEquals(early.code, 1);
+    assert(dec.decode(early.stderr).includes("start sluice serve once"));
+
+    const d = await startDaemon(dir, {
+      args: ["--nvmf-listen", `127.0.0.1:${freePort()}`, "--admin-listen", "127.0.0.1:0"],
+    });
+    try {
+      const base = /web admin on (http:\/\/127\.0\.0\.1:\d+)\//.exec(d.log.join("\n"))?.[1];
+      assert(base !== undefined);
+      const made = await cli(["create", "ci job"]);
+      assertEquals(made.code, 0, dec.decode(made.stderr));
+      const token = dec.decode(made.stdout).trim();
+      assert(/^sluice_[A-Za-z0-9_-]+$/.test(token), token);
+      assert(!(await Deno.readTextFile(`${dir}/admin.json`)).includes(token));
+      const get = () =>
+        fetch(`${base}/api/bdevs`, { headers: { Authorization: `Bearer ${token}` } });
+      const ok = await get();
+      assertEquals(ok.status, 200);
+      assertEquals((await ok.json() as { name: string }[]).map((b) => b.name), ["default"]);
+
+      const list = dec.decode((await cli(["list"])).stdout);
+      const id = /^(\S+)\s+\S+\s+ci job$/m.exec(list)?.[1];
+      assert(id !== undefined, list);
+      assertEquals((await cli(["revoke", id])).code, 0);
+      const gone = await get();
+      assertEquals(gone.status, 401);
+      await gone.body?.cancel();
+      assertEquals((await cli(["revoke", id])).code, 1);
+      assertEquals((await cli(["frobnicate"])).code, 2);
+    } finally {
+      assertEquals(await d.stop(), 0);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
