@@ -34,6 +34,7 @@ function snap(
     process: { cpu_user_s: 0, cpu_system_s: 0, rss_bytes: 0, start_time_s: 0 },
     nvmf_tcp: null,
     vhost_controllers: 0,
+    nvmf_hosts: [],
   };
 }
 

@@ -651,6 +651,21 @@ Deno.test("web: Connections lists NVMe/TCP controllers and disconnects one on re
     const dash = await (await h.web.request("/", { headers: { Cookie: cookie } }, ENV)).text();
     const hostsList = /<ul id="hosts">[\s\S]*?<\/ul>/.exec(dash)?.[0] ?? "";
     assert(hostsList.includes(host) && hostsList.includes(`controller ${cntlid}`), hostsList);
+    const { token } = await h.auth.createToken("m");
+    const metrics = parsePrometheusText(
+      await (await h.web.request(
+        "/metrics",
+        { headers: { Authorization: `Bearer ${token}` } },
+        ENV,
+      ))
+        .text(),
+    );
+    const q = metrics.get("sluice_nvmf_host_io_queues")?.samples ?? [];
+    assertEquals(q.map((x) => [x.labels["hostnqn"], x.labels["cntlid"], x.value]), [[
+      host,
+      String(cntlid),
+      0,
+    ]]);
 
     const bad = await h.web.request(
       "/connections/disconnect",

@@ -87,6 +87,8 @@ export interface StatsSnapshot {
     digest_errors: number;
   } | null;
   vhost_controllers: number;
+  /** NVMe/TCP hosts connected now: one entry per controller. */
+  nvmf_hosts: { nqn: string; hostnqn: string; cntlid: number; io_queues: number }[];
 }
 
 /** Takes a snapshot of every counter. */
@@ -116,6 +118,30 @@ export async function collectStats(
   const cpu = process.cpuUsage();
   // The vhost module keeps its controllers private: ask it through its own method.
   const vhost = await table.call("vhost_get_controllers", undefined, ctx) as unknown[];
+  const hosts: StatsSnapshot["nvmf_hosts"] = [];
+  if (tr !== undefined) {
+    // Through the nvmf methods, which own the target (no target is made when there is none).
+    const subs = await table.call("nvmf_get_subsystems", undefined, ctx) as {
+      nqn: string;
+      subtype: string;
+    }[];
+    for (const sub of subs) {
+      if (sub.subtype !== "NVMe") continue;
+      const ctrlrs = await table.call("nvmf_subsystem_get_controllers", { nqn: sub.nqn }, ctx) as {
+        cntlid: number;
+        hostnqn: string;
+        num_io_qpairs: number;
+      }[];
+      for (const c of ctrlrs) {
+        hosts.push({
+          nqn: sub.nqn,
+          hostnqn: c.hostnqn,
+          cntlid: c.cntlid,
+          io_queues: c.num_io_qpairs,
+        });
+      }
+    }
+  }
   return {
     version: ctx.version,
     uptime_s: Math.round((Date.now() - ctx.startedAtMs) / 1000),
@@ -136,6 +162,7 @@ export async function collectStats(
       digest_errors: tr.stats.digestErrors,
     },
     vhost_controllers: vhost.length,
+    nvmf_hosts: hosts,
   };
 }
 
@@ -298,6 +325,15 @@ export function formatPrometheus(s: StatsSnapshot): string {
     "counter",
     "NVMe/TCP connections ended by a protocol or digest error",
     [[{ kind: "protocol" }, n?.protocol_errors ?? 0], [{ kind: "digest" }, n?.digest_errors ?? 0]],
+  );
+  family(
+    "sluice_nvmf_host_io_queues",
+    "gauge",
+    "I/O queues of each connected NVMe/TCP host's controller",
+    s.nvmf_hosts.map((h) => [
+      { nqn: h.nqn, hostnqn: h.hostnqn, cntlid: String(h.cntlid) },
+      h.io_queues,
+    ]),
   );
   family("sluice_vhost_controllers", "gauge", "vhost-user-blk controllers served", [[
     {},
