@@ -15,10 +15,12 @@ import {
   readConfigFile,
   writeConfigFile,
 } from "../src/config/config.ts";
-import { rpcCall, RpcClientError, RpcServer } from "../src/rpc/server.ts";
+import { rpcCall, RpcClientError, RpcQueue, RpcServer } from "../src/rpc/server.ts";
 import { VERSION } from "../src/version.ts";
 import { perf, PERF_USAGE } from "./perf.ts";
 import { dd, DD_USAGE } from "./dd.ts";
+import { top, TOP_USAGE } from "./top.ts";
+import { ADMIN_TOKEN_USAGE, adminToken } from "./web/token_cli.ts";
 import { setup, SETUP_USAGE } from "./setup.ts";
 import { exists, isServing } from "./fs.ts";
 import { keyStoreOf } from "../src/crypto/crypto_rpc.ts";
@@ -30,6 +32,8 @@ import {
 } from "../src/crypto/engines.ts";
 import { loadKeyFile } from "../src/crypto/keys.ts";
 import { configureGuestWindow } from "../wasm/kernels.ts";
+import { startAdmin } from "./web/start.ts";
+import { LogRing } from "./web/log_ring.ts";
 
 /** The wasm guest window of `serve` (wasm/guest_window.ts), in MiB. */
 const DEFAULT_GUEST_WINDOW_MIB = 2048;
@@ -38,6 +42,7 @@ const DEFAULT_STATE_DIR = "./var";
 const DEFAULT_VOLUME_BYTES = 1024 ** 3;
 const DEFAULT_NQN = "nqn.2026-11.dev.sluice:default";
 const DEFAULT_NVMF_LISTEN = "127.0.0.1:4420";
+const DEFAULT_ADMIN_LISTEN = "127.0.0.1:8080";
 
 const USAGE = `sluice ${VERSION}: fast, safe virtual disks (vhost-user-blk, NVMe/TCP)
 
@@ -47,6 +52,8 @@ Commands:
   serve     Run the appliance (the default config serves a 1 GiB volume from ./var)
   rpc       Call a JSON-RPC method on a running appliance
   status    Show what a running appliance is serving
+  top       Live per-volume IOPS and throughput of a running appliance (sluice top --help)
+  admin-token  Create, list and revoke the web admin's bearer tokens for scripts
   perf      Measure an NVMe-oF target as spdk_nvme_perf does (sluice perf --help)
   dd        Copy between files and bdevs offline, as spdk_dd does (sluice dd --help)
   setup     Bind NVMe devices to vfio-pci and back, as SPDK's setup.sh (sluice setup --help)
@@ -79,6 +86,9 @@ Options:
                       memory for VM memory shared over vhost-user, so rings are parsed in WASM
                       in place. Virtual only: it costs no RAM. VMs that do not fit are served
                       all the same, with rings parsed in TypeScript. 0 turns it off.
+  --admin-listen A:P  Where the web admin listens (default ${DEFAULT_ADMIN_LISTEN}); "off" turns it
+                      off. Its password is printed once at the first start (docs/admin.md).
+                      When the default port is taken, the appliance serves without it.
   -h, --help          Show this help`;
 
 const RPC_USAGE = `Usage: sluice rpc <method> [--param value ...] [options]
@@ -161,8 +171,12 @@ function rejectUnknown(p: ParsedArgs, command: string): void {
   }
 }
 
+/** The last log lines, for the web admin's Logs page. */
+const logRing = new LogRing(1000);
+
 function log(msg: string): void {
   console.log(`sluice: ${msg}`);
+  logRing.push(msg);
 }
 
 async function serve(p: ParsedArgs): Promise<number> {
@@ -184,6 +198,10 @@ async function serve(p: ParsedArgs): Promise<number> {
     throw new UsageError(`--crypto-engine / --crc-engine: ${errorText(e)}`);
   }
   const listen = parseListen(optString(p, "nvmf-listen") ?? DEFAULT_NVMF_LISTEN);
+  const adminOpt = optString(p, "admin-listen");
+  const adminListen = adminOpt === "off"
+    ? null
+    : parseListen(adminOpt ?? DEFAULT_ADMIN_LISTEN, "--admin-listen", true);
   const windowMiB = Number(optString(p, "guest-window-mib") ?? DEFAULT_GUEST_WINDOW_MIB);
   if (!Number.isInteger(windowMiB) || windowMiB < 0 || windowMiB > 3072) {
     throw new UsageError("--guest-window-mib must be an integer from 0 to 3072");
@@ -223,13 +241,35 @@ async function serve(p: ParsedArgs): Promise<number> {
     return 1;
   }
 
+  const onMutated = () => writeConfigFile(configPath, buildConfig(app));
+  const queue = new RpcQueue();
   const server = new RpcServer({
     path: socketPath,
     table: app.rpc,
     ctx: app,
-    onMutated: () => writeConfigFile(configPath, buildConfig(app)),
+    onMutated,
     log,
+    queue,
   });
+  let admin: Awaited<ReturnType<typeof startAdmin>> = null;
+  if (adminListen !== null) {
+    try {
+      admin = await startAdmin({
+        stateDir,
+        hostname: adminListen.traddr,
+        port: Number(adminListen.trsvcid),
+        engine: { table: app.rpc, ctx: app, onMutated, queue },
+        log,
+        logs: logRing,
+        required: adminOpt !== undefined,
+      });
+    } catch (e) {
+      console.error(`sluice: web admin: ${errorText(e)}`);
+      await server.close();
+      await app.shutdown();
+      return 1;
+    }
+  }
   for (const b of app.bdevs.list()) {
     log(
       `bdev ${b.name}: ${b.module}, ${
@@ -255,17 +295,23 @@ async function serve(p: ParsedArgs): Promise<number> {
   const sig = await stopped;
   log(`${sig}: shutting down`);
   for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+  await admin?.close();
   await server.close();
   await app.shutdown();
   log("stopped");
   return 0;
 }
 
-function parseListen(s: string): { traddr: string; trsvcid: string } {
+/** ADDRESS:PORT; port 0 (any free port) only where `anyPort` says so. */
+function parseListen(
+  s: string,
+  option = "--nvmf-listen",
+  anyPort = false,
+): { traddr: string; trsvcid: string } {
   const i = s.lastIndexOf(":");
   const port = Number(s.slice(i + 1));
-  if (i <= 0 || !Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new UsageError(`--nvmf-listen must be ADDRESS:PORT, got '${s}'`);
+  if (i <= 0 || !Number.isInteger(port) || port < (anyPort ? 0 : 1) || port > 65535) {
+    throw new UsageError(`${option} must be ADDRESS:PORT, got '${s}'`);
   }
   return { traddr: s.slice(0, i), trsvcid: String(port) };
 }
@@ -406,6 +452,10 @@ export async function main(args: string[]): Promise<number> {
         return await perf(rest);
       case "dd":
         return await dd(rest);
+      case "top":
+        return await top(rest);
+      case "admin-token":
+        return await adminToken(rest);
       case "setup":
         return await setup(rest);
       case "--version":
@@ -427,6 +477,10 @@ export async function main(args: string[]): Promise<number> {
           ? PERF_USAGE
           : topic === "dd"
           ? DD_USAGE
+          : topic === "top"
+          ? TOP_USAGE
+          : topic === "admin-token"
+          ? ADMIN_TOKEN_USAGE
           : topic === "setup"
           ? SETUP_USAGE
           : USAGE;

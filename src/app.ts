@@ -20,6 +20,8 @@ import { Reactor } from "./reactor/mod.ts";
 import type { AppContext } from "./rpc/context.ts";
 import { registerCoreRpcs } from "./rpc/core_rpc.ts";
 import { RpcTable } from "./rpc/rpc.ts";
+import { registerStatsRpcs } from "./stats/stats.ts";
+import { registerNvmfConnectionRpcs } from "./nvmf_tcp/nvmf_connections_rpc.ts";
 import { VERSION } from "./version.ts";
 
 /** The engine of one appliance process. */
@@ -47,6 +49,8 @@ export class App implements AppContext {
     registerCryptoRpcs(this.rpc);
     registerNvmfRpcs(this.rpc);
     registerVhostRpcs(this.rpc);
+    registerStatsRpcs(this.rpc);
+    registerNvmfConnectionRpcs(this.rpc);
   }
 
   /** Operational messages; the daemon prints them. Safe to pass around unbound. */

@@ -4,6 +4,7 @@
  */
 import type { AppContext } from "../rpc/context.ts";
 import type { RpcTable } from "../rpc/rpc.ts";
+import { BdevIoStats } from "./bdev.ts";
 import { BdevNotFoundError } from "./errors.ts";
 
 /** Registers bdev_get_bdevs, bdev_get_iostat and bdev_set_options. */
@@ -34,17 +35,22 @@ export function registerBdevRpcs(table: RpcTable<AppContext>): void {
     return {
       tick_rate: 1000,
       ticks: Math.round(performance.now()),
-      bdevs: bdevs.map((b) => ({
-        name: b.name,
-        bytes_read: b.closedStats.readBytes,
-        num_read_ops: b.closedStats.readOps,
-        bytes_written: b.closedStats.writeBytes,
-        num_write_ops: b.closedStats.writeOps,
-        num_unmap_ops: b.closedStats.unmapOps,
-        num_write_zeroes_ops: b.closedStats.writeZeroesOps,
-        num_flush_ops: b.closedStats.flushOps,
-        io_error: b.closedStats.errors,
-      })),
+      bdevs: bdevs.map((b) => {
+        // Open channels count too: a volume in use shows its live figures.
+        const s = new BdevIoStats();
+        b.addStatsTo(s);
+        return {
+          name: b.name,
+          bytes_read: s.readBytes,
+          num_read_ops: s.readOps,
+          bytes_written: s.writeBytes,
+          num_write_ops: s.writeOps,
+          num_unmap_ops: s.unmapOps,
+          num_write_zeroes_ops: s.writeZeroesOps,
+          num_flush_ops: s.flushOps,
+          io_error: s.errors,
+        };
+      }),
     };
   });
 

@@ -145,6 +145,11 @@ export interface ReactorStats {
   wakesSent: number;
   /** Wake polls that ended with an error (re-armed at the next park). */
   wakePollErrors: number;
+  /**
+   * Milliseconds spent parked in the kernel (idle, using no CPU); the rest
+   * of the time since the loop started it was running (polling or working).
+   */
+  parkedMs: number;
 }
 
 interface PollerEntry {
@@ -180,7 +185,12 @@ export class Reactor {
     wakeEvents: 0,
     wakesSent: 0,
     wakePollErrors: 0,
+    parkedMs: 0,
   };
+  /** performance.now() when the running loop started; -1 when not running. */
+  #runStartMs = -1;
+  /** Milliseconds the loop ran in earlier runs. */
+  #ranMs = 0;
 
   readonly #idleSpinMs: number;
   readonly #inflightSpinMs: number;
@@ -408,8 +418,17 @@ export class Reactor {
     return n;
   }
 
+  /**
+   * Milliseconds the loop has been running (all runs), parked time included:
+   * `stats.parkedMs / runningMs` is the idle share, the rest used a core.
+   */
+  get runningMs(): number {
+    return this.#ranMs + (this.#runStartMs < 0 ? 0 : performance.now() - this.#runStartMs);
+  }
+
   async #loop(): Promise<void> {
     const stats = this.stats;
+    this.#runStartMs = performance.now();
     let lastYield = performance.now();
     let lastDeepYield = lastYield;
     let idleSince = -1;
@@ -452,6 +471,8 @@ export class Reactor {
       }
     } finally {
       this.#running = false;
+      this.#ranMs += performance.now() - this.#runStartMs;
+      this.#runStartMs = -1;
     }
   }
 
@@ -462,6 +483,8 @@ export class Reactor {
     this.stats.idleParks++;
     this.#parked = true;
     this.#wakeWritten = false;
+    // Two clock reads per park (not per I/O): the idle time operators see as CPU not used.
+    const parkStart = performance.now();
     try {
       // Kernels before 5.11 (no IORING_FEAT_EXT_ARG) cannot time a wait.
       const timed = (this.ring.features & IORING_FEAT_EXT_ARG) !== 0;
@@ -469,6 +492,7 @@ export class Reactor {
       if (ready === 0) this.stats.parkTimeouts++;
     } finally {
       this.#parked = false;
+      this.stats.parkedMs += performance.now() - parkStart;
     }
   }
 

@@ -20,6 +20,20 @@ export interface RpcServerOptions<Ctx> {
   /** Largest single request in bytes. */
   maxRequestBytes?: number;
   log?: (msg: string) => void;
+  /** Shared with other front ends (the web admin) so their calls never interleave either. */
+  queue?: RpcQueue;
+}
+
+/** Runs calls one at a time, in order: configuration changes never interleave. */
+export class RpcQueue {
+  #tail: Promise<unknown> = Promise.resolve();
+
+  /** Runs `fn` after every call queued before it has settled. */
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#tail.then(fn, fn);
+    this.#tail = run.catch(() => {});
+    return run;
+  }
 }
 
 /** Serves the RPC table on a Unix socket. */
@@ -30,10 +44,11 @@ export class RpcServer<Ctx> {
   readonly #conns = new Set<Deno.UnixConn>();
   readonly #done: Promise<void>;
   /** Requests run one at a time across all connections: config changes never interleave. */
-  #queue: Promise<unknown> = Promise.resolve();
+  readonly #queue: RpcQueue;
 
   constructor(opts: RpcServerOptions<Ctx>) {
     this.#opts = opts;
+    this.#queue = opts.queue ?? new RpcQueue();
     this.path = opts.path;
     removeStaleSocket(opts.path);
     this.#listener = Deno.listen({ transport: "unix", path: opts.path });
@@ -110,9 +125,7 @@ export class RpcServer<Ctx> {
   }
 
   #enqueue<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#queue.then(fn, fn);
-    this.#queue = run.catch(() => {});
-    return run;
+    return this.#queue.run(fn);
   }
 
   /** Stops listening, closes connections and removes the socket file. */
