@@ -775,3 +775,58 @@ Deno.test("web: the login limit's memory stays bounded under many client address
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("web: the NVMe form attaches through bdev_nvme_attach_controller; its errors next to the form", async () => {
+  await withWeb(async (h) => {
+    const { cookie, csrf } = await login(h);
+    assert(cookie !== undefined && csrf !== undefined);
+    const page = await (await h.web.request("/volumes", { headers: { Cookie: cookie } }, ENV))
+      .text();
+    assert(
+      page.includes('action="/volumes/create-nvme"') && page.includes('id="nvme-controllers"'),
+    );
+    const attach = (fields: Record<string, string>) =>
+      h.web.request("/volumes/create-nvme", form(cookie, { _csrf: csrf, ...fields }), ENV);
+    const errorOf = (html: string) => /id="nvme-error">([^<]*)</.exec(html)?.[1] ?? "";
+
+    // No such PCI function on this machine (nor any VFIO device): the RPC's clear error.
+    const missing = await attach({ name: "N1", trtype: "PCIe", traddr: "0000:fe:1f.7" });
+    assertEquals(missing.status, 400);
+    const missingHtml = await missing.text();
+    assert(errorOf(missingHtml).includes("no PCI device 0000:fe:1f.7"), errorOf(missingHtml));
+    assert(missingHtml.includes('value="0000:fe:1f.7"'), "the address typed is kept");
+    const badAddr = await attach({ name: "N1", trtype: "PCIe", traddr: "nope" });
+    assertEquals(badAddr.status, 400);
+    assert(errorOf(await badAddr.text()).includes("PCI address"));
+    const tcp = await attach({ name: "N1", trtype: "TCP", traddr: "0000:fe:1f.7" });
+    assertEquals(tcp.status, 400);
+    assert(errorOf(await tcp.text()).includes("&quot;trtype&quot; must be &quot;PCIe&quot;"));
+    assertEquals(h.app.bdevs.list().length, 0);
+    assertEquals(h.mutated, [], "nothing changed, nothing saved");
+
+    // Without the CSRF token the form is refused before the RPC runs.
+    const forged = await h.web.request(
+      "/volumes/create-nvme",
+      form(cookie, { name: "N1", trtype: "PCIe", traddr: "0000:fe:1f.7" }),
+      ENV,
+    );
+    assertEquals(forged.status, 403);
+
+    const unconfirmed = await h.web.request(
+      "/volumes/detach-nvme",
+      form(cookie, { _csrf: csrf, name: "N1", confirm: "N" }),
+      ENV,
+    );
+    assertEquals(unconfirmed.status, 400);
+    assert((await unconfirmed.text()).includes("Type the controller"));
+    const unknown = await h.web.request(
+      "/volumes/detach-nvme",
+      form(cookie, { _csrf: csrf, name: "N1", confirm: "N1" }),
+      ENV,
+    );
+    assertEquals(unknown.status, 400);
+    assert(
+      /id="detach-error">[^<]*no nvme controller named &quot;N1&quot;/.test(await unknown.text()),
+    );
+  });
+});

@@ -250,7 +250,7 @@ export function volumesPage(
       ${form.error === null ? "" : html`<p class="error" id="create-error">${form.error}</p>`}
         </fieldset>
       </form>
-      ${moreVolumeForms(csrf, bdevs, more)}
+      ${moreVolumeForms(csrf, bdevs, more)} ${nvmeForms(csrf, more)}
     `,
   );
 }
@@ -260,7 +260,76 @@ export interface MoreVolumeForms {
   keys: string[];
   fileError?: string;
   cryptoError?: string;
+  /** The NVMe form's error (bdev_nvme_attach_controller). */
+  nvmeError?: string;
+  /** Attached NVMe controllers (bdev_nvme_get_controllers) and a detach error. */
+  controllers?: NvmeCtrlrView[];
+  detachError?: { name: string; error: string };
   values?: Record<string, string>;
+}
+
+/** The subset of `bdev_nvme_get_controllers` the Volumes page shows. */
+export interface NvmeCtrlrView {
+  name: string;
+  ctrlrs: { state: string; trid: { trtype: string; traddr: string }; bdevs: string[] }[];
+}
+
+function nvmeForms(csrf: string, m: MoreVolumeForms): Html {
+  const v = m.values ?? {};
+  const ctrlrs = m.controllers ?? [];
+  return html`
+    <h2>Local NVMe controllers</h2>
+    <table id="nvme-controllers">
+      <thead>
+        <tr>
+          <th>Controller</th>
+          <th>Transport</th>
+          <th>PCI address</th>
+          <th>State</th>
+          <th>Volumes (namespaces)</th>
+          <th>Detach</th>
+        </tr>
+      </thead>
+      <tbody>${ctrlrs.map((c) => {
+        const x = c.ctrlrs[0];
+        return html`
+          <tr data-nvme="${c.name}">
+            <td>${c.name}</td>
+            <td>${x?.trid.trtype ?? ""}</td>
+            <td>${x?.trid.traddr ?? ""}</td>
+            <td>${x?.state ?? ""}</td>
+            <td>${(x?.bdevs ?? []).join(", ")}</td>
+            <td>
+              <form method="post" action="/volumes/detach-nvme">
+          <input type="hidden" name="_csrf" value="${csrf}"><input type="hidden" name="name" value="${c
+            .name}">
+          <label>Type the name to confirm <input name="confirm" required size="12"></label>
+          <button>Detach</button>${m.detachError?.name === c.name
+            ? html`<span class="error detach-error">${m.detachError.error}</span>`
+            : ""}</form>
+            </td>
+          </tr>
+        `;
+      })}</tbody>
+    </table>
+    ${m.detachError !== undefined && !ctrlrs.some((c) => c.name === m.detachError?.name)
+      ? html`<p class="error" id="detach-error">${m.detachError.error}</p>`
+      : ""}
+    <form method="post" action="/volumes/create-nvme">
+      <fieldset>
+    <legend>Create volumes on a local NVMe SSD (attach its controller: a volume per namespace)</legend>
+    <input type="hidden" name="_csrf" value="${csrf}">
+    <label>Controller name <input name="name" required value="${v["nvme_name"] ?? ""}"></label>
+    <label>Transport <select name="trtype"><option>PCIe</option></select></label>
+    <label>PCI address <input name="traddr" required placeholder="0000:00:04.0" value="${v[
+      "traddr"
+    ] ?? ""}"></label>
+    <button>Attach</button>
+    <p>The device must be bound to vfio-pci (docs/nvme.md); volumes are named CONTROLLERn1, n2, ….</p>
+    ${m.nvmeError ? html`<p class="error" id="nvme-error">${m.nvmeError}</p>` : ""}
+      </fieldset>
+    </form>
+  `;
 }
 
 function moreVolumeForms(csrf: string, bdevs: BdevView[], m: MoreVolumeForms): Html {
