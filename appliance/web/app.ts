@@ -316,8 +316,10 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
         open = false;
       });
       while (open && !opts.signal?.aborted) {
-        const s = await call("sluice_get_stats");
-        await stream.writeSSE({ event: "stats", data: JSON.stringify(s) });
+        const s = await call("sluice_get_stats") as StatsSnapshot;
+        // The served vhost-user sockets too, so the dashboard's list follows them live.
+        const vhost = await call("vhost_get_controllers");
+        await stream.writeSSE({ event: "stats", data: JSON.stringify({ ...s, vhost }) });
         await stream.sleep(opts.eventIntervalMs ?? 1000);
       }
     }));

@@ -400,6 +400,11 @@ Deno.test("web: the dashboard's event stream sends a stats snapshot every period
     const { cookie } = await login(h);
     assert(cookie !== undefined);
     await h.app.call("bdev_malloc_create", { name: "E0", num_blocks: 16, block_size: 512 });
+    await h.app.call("vhost_create_blk_controller", {
+      ctrlr: "vhost.E0",
+      dev_name: "E0",
+      socket: `${h.dir}/E0.sock`,
+    });
     const r = await h.web.request("/events", { headers: { Cookie: cookie } }, ENV);
     assertEquals(r.status, 200);
     assert(r.headers.get("Content-Type")?.startsWith("text/event-stream"));
@@ -413,8 +418,13 @@ Deno.test("web: the dashboard's event stream sends a stats snapshot every period
     }
     await reader.cancel();
     const data = /data: (.*)\n/.exec(text)?.[1] as string;
-    const s = JSON.parse(data) as { bdevs: { name: string }[] };
+    const s = JSON.parse(data) as {
+      bdevs: { name: string }[];
+      vhost: { ctrlr: string; socket: string }[];
+    };
     assertEquals(s.bdevs.map((b) => b.name), ["E0"]);
+    // The served vhost-user sockets ride along, for the dashboard's live list.
+    assertEquals(s.vhost.map((v) => [v.ctrlr, v.socket]), [["vhost.E0", `${h.dir}/E0.sock`]]);
   });
 });
 

@@ -54,3 +54,17 @@ export function hostLines(hosts: HostEntry[]): string[] {
     " I/O queue(s))"
   );
 }
+
+/** One served vhost-user controller, as vhost_get_controllers lists it. */
+export interface VmEntry {
+  ctrlr: string;
+  socket: string;
+  backend_specific: { block: { bdev: string } };
+}
+
+/** The dashboard's line for each vhost-user socket served to VMs. */
+export function vmLines(vms: VmEntry[]): string[] {
+  return vms.map((v) =>
+    "vhost-user " + v.ctrlr + " serves " + v.backend_specific.block.bdev + " on " + v.socket
+  );
+}

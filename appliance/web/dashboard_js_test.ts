@@ -1,7 +1,13 @@
 import { assert, assertEquals } from "../../src/testing/assert.ts";
 import { App } from "../../src/app.ts";
 import type { StatsSnapshot } from "../../src/stats/stats.ts";
-import { type Bucket, hostLines, intervalQuantileUs, latencyText } from "./dashboard_js.ts";
+import {
+  type Bucket,
+  hostLines,
+  intervalQuantileUs,
+  latencyText,
+  vmLines,
+} from "./dashboard_js.ts";
 import { APP_JS, dashboardPage } from "./pages.ts";
 
 Deno.test("dashboard js: interval quantiles come from the difference of two cumulative histograms", () => {
@@ -22,7 +28,13 @@ Deno.test("dashboard js: interval quantiles come from the difference of two cumu
   );
 });
 
-Deno.test("dashboard js: the server-rendered host line and the live one say the same", () => {
+const VM = {
+  ctrlr: "vm0",
+  socket: "/x.sock",
+  backend_specific: { block: { bdev: "L0", readonly: false, num_queues: 1 } },
+};
+
+Deno.test("dashboard js: the server-rendered host lines and the live ones say the same", () => {
   const page = dashboardPage(
     "t",
     { version: "x", uptime_s: 1 },
@@ -33,9 +45,13 @@ Deno.test("dashboard js: the server-rendered host line and the live one say the 
       nqn: "nqn.a",
       controllers: [{ cntlid: 3, hostnqn: "nqn.h", hostid: "id", num_io_qpairs: 2 }],
     }],
+    [VM],
   ).toString();
   const li = /<li class="nvmf-host">([^<]*)<\/li>/.exec(page)?.[1];
   assertEquals(li, hostLines([{ nqn: "nqn.a", hostnqn: "nqn.h", cntlid: 3, io_queues: 2 }])[0]);
+  const vm = /<li class="vm">([^<]*)<\/li>/.exec(page)?.[1];
+  assertEquals(vm, vmLines([VM])[0]);
+  assertEquals(vm, "vhost-user vm0 serves L0 on /x.sock");
   assert(page.includes('id="latency-chart"'), "the latency chart is on the dashboard");
   assert(/<li class="none" hidden>none<\/li>/.test(page), "'none' hidden when hosts are listed");
 });
@@ -133,12 +149,14 @@ Deno.test("dashboard js: each snapshot updates the host list and adds p50/p99 po
       });
 
     const host = { nqn: "nqn.a", hostnqn: "nqn.h", cntlid: 1, io_queues: 2 };
-    send({ ...s1, nvmf_hosts: [host] });
+    send({ ...s1, nvmf_hosts: [host], vhost: [VM, { ...VM, ctrlr: "vm1" }] });
     assertEquals(hosts.children.map((c) => [c.className, c.textContent]), [
       ["nvmf-host", "NVMe/TCP nqn.h on nqn.a (controller 1, 2 I/O queue(s))"],
       ["vm", "vhost-user vm0 serves L0 on /x.sock"],
+      ["vm", "vhost-user vm1 serves L0 on /x.sock"],
       ["none", "none"],
     ]);
+    assert((hosts.children[3] as FakeEl).hidden, "'none' hidden while something is listed");
 
     // One second later: 100 I/Os sampled, 60 in the first bucket, 40 in the third.
     const b = s1.bdevs[0] as StatsSnapshot["bdevs"][number];
@@ -150,10 +168,11 @@ Deno.test("dashboard js: each snapshot updates the host list and adds p50/p99 po
       ...s1,
       taken_ms: s1.taken_ms + 1000,
       nvmf_hosts: [],
+      vhost: [VM],
       bdevs: [{ ...b, read_ops: b.read_ops + 100, latency: { ...b.latency, buckets } }],
     };
     send(s2);
-    assertEquals(hosts.children.map((c) => c.className), ["vm", "none"], "the host left");
+    assertEquals(hosts.children.map((c) => c.className), ["vm", "none"], "host and vm1 left");
     assert((hosts.children[1] as FakeEl).hidden, "a VM is still listed: 'none' stays hidden");
     const last = JSON.parse((byId["latency-chart"] as FakeEl).dataset["last"] ?? "{}");
     assertEquals(last, {
@@ -163,7 +182,9 @@ Deno.test("dashboard js: each snapshot updates the host list and adds p50/p99 po
     assertEquals(JSON.parse((byId["iops-chart"] as FakeEl).dataset["last"] ?? "{}"), { L0: 100 });
 
     // A second with no I/O: a gap (null) in the latency lines, not a fake zero.
-    send({ ...s2, taken_ms: s2.taken_ms + 1000 });
+    send({ ...s2, taken_ms: s2.taken_ms + 1000, vhost: [] });
+    assertEquals(hosts.children.map((c) => c.className), ["none"]);
+    assert(!(hosts.children[0] as FakeEl).hidden, "nothing listed: 'none' shown");
     assertEquals(JSON.parse((byId["latency-chart"] as FakeEl).dataset["last"] ?? "{}"), {
       "L0 p50": null,
       "L0 p99": null,

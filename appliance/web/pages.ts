@@ -5,7 +5,7 @@
  * @module
  */
 import { html } from "hono/html";
-import { hostLines, intervalQuantileUs, latencyText } from "./dashboard_js.ts";
+import { hostLines, intervalQuantileUs, latencyText, vmLines } from "./dashboard_js.ts";
 
 /** What `html` returns. */
 export type Html = ReturnType<typeof html>;
@@ -183,8 +183,8 @@ export function dashboardPage(
       <h2>Connected NVMe/TCP hosts; vhost-user sockets served to VMs</h2>
       <ul id="hosts">${hostLines(hostRows).map((line) =>
         html`<li class="nvmf-host">${line}</li>`
-      )}${vms.map((v) =>
-        html`<li class="vm">vhost-user ${v.ctrlr} serves ${v.backend_specific.block.bdev} on ${v.socket}</li>`
+      )}${vmLines(vms).map((line) =>
+        html`<li class="vm">${line}</li>`
       )}<li class="none" ${hostRows.length + vms.length === 0 ? "" : "hidden"}>none</li></ul>
       <h2>Data-path reactor</h2>
       <p id="reactor">busy <span id="busy">0</span> % of the last second (polling or working; the
@@ -572,6 +572,7 @@ export const APP_JS = `"use strict";
   ${intervalQuantileUs.toString()}
   ${latencyText.toString()}
   ${hostLines.toString()}
+  ${vmLines.toString()}
   const chart = document.getElementById("iops-chart");
   if (!chart) return;
   const colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
@@ -643,19 +644,20 @@ export const APP_JS = `"use strict";
     if (mbps) mbps.draw();
     if (lat) lat.draw();
   };
-  // The connected NVMe/TCP hosts, from each snapshot; vhost-user lines stay as rendered.
-  const showHosts = (hosts) => {
+  // The connected NVMe/TCP hosts and the served vhost-user sockets, from each snapshot.
+  const showHosts = (hosts, vms) => {
     const ul = document.getElementById("hosts");
     if (!ul) return;
-    for (const li of ul.querySelectorAll("li.nvmf-host")) li.remove();
-    const first = ul.firstChild;
-    for (const line of hostLines(hosts)) {
-      const li = document.createElement("li");
-      li.className = "nvmf-host";
-      li.textContent = line;
-      ul.insertBefore(li, first);
-    }
+    for (const li of ul.querySelectorAll("li.nvmf-host, li.vm")) li.remove();
     const none = ul.querySelector("li.none");
+    const put = (className, line) => {
+      const li = document.createElement("li");
+      li.className = className;
+      li.textContent = line;
+      ul.insertBefore(li, none);
+    };
+    for (const line of hostLines(hosts)) put("nvmf-host", line);
+    for (const line of vmLines(vms)) put("vm", line);
     if (none) none.hidden = ul.querySelectorAll("li.nvmf-host, li.vm").length > 0;
   };
   const es = new EventSource("/events");
@@ -665,7 +667,7 @@ export const APP_JS = `"use strict";
     if (up) up.textContent = String(s.uptime_s);
     const conns = document.getElementById("connections");
     if (conns) conns.textContent = String(s.nvmf_tcp ? s.nvmf_tcp.connections_open : 0);
-    showHosts(s.nvmf_hosts || []);
+    showHosts(s.nvmf_hosts || [], s.vhost || []);
     if (prev) {
       const dt = (s.taken_ms - prev.taken_ms) / 1000;
       if (dt > 0) {
