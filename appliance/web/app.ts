@@ -31,6 +31,7 @@ import {
   loginPage,
   logsPage,
   type MoreVolumeForms,
+  type NvmeCtrlrView,
   settingsPage,
   STYLESHEET,
   type SubsystemView,
@@ -315,8 +316,10 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
         open = false;
       });
       while (open && !opts.signal?.aborted) {
-        const s = await call("sluice_get_stats");
-        await stream.writeSSE({ event: "stats", data: JSON.stringify(s) });
+        const s = await call("sluice_get_stats") as StatsSnapshot;
+        // The served vhost-user sockets too, so the dashboard's list follows them live.
+        const vhost = await call("vhost_get_controllers");
+        await stream.writeSSE({ event: "stats", data: JSON.stringify({ ...s, vhost }) });
         await stream.sleep(opts.eventIntervalMs ?? 1000);
       }
     }));
@@ -359,13 +362,15 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
     form: { error: string | null; name?: string; sizeMiB?: string },
     deleteError: { name: string; error: string } | null,
     status: 200 | 400 = 200,
-    more: Omit<MoreVolumeForms, "keys"> = {},
+    more: Omit<MoreVolumeForms, "keys" | "controllers"> = {},
   ) => {
     const keys = (await call("accel_crypto_keys_get") as { name: string }[]).map((k) => k.name);
+    const controllers = await call("bdev_nvme_get_controllers") as NvmeCtrlrView[];
     return c.html(
       volumesPage(csrfOf(c), await call("bdev_get_bdevs") as BdevView[], form, deleteError, {
         ...more,
         keys,
+        controllers,
       }),
       status,
     );
@@ -399,6 +404,38 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
         key_name: f["key_name"] ?? "",
       };
       return volumes(c, { error: null }, null, 400, { cryptoError: errorText(e), values });
+    }
+    return c.redirect("/volumes", 303);
+  });
+  app.post("/volumes/create-nvme", async (c) => {
+    const f = strings(await c.req.parseBody());
+    try {
+      // The RPC checks trtype (PCIe only) and the address, then opens the device through VFIO.
+      await call("bdev_nvme_attach_controller", {
+        name: f["name"] ?? "",
+        trtype: f["trtype"] ?? "PCIe",
+        traddr: (f["traddr"] ?? "").trim(),
+      });
+    } catch (e) {
+      const values = { nvme_name: f["name"] ?? "", traddr: f["traddr"] ?? "" };
+      return volumes(c, { error: null }, null, 400, { nvmeError: errorText(e), values });
+    }
+    return c.redirect("/volumes", 303);
+  });
+  app.post("/volumes/detach-nvme", async (c) => {
+    const f = strings(await c.req.parseBody());
+    const name = f["name"] ?? "";
+    if (f["confirm"] !== name) {
+      return volumes(c, { error: null }, null, 400, {
+        detachError: { name, error: "Type the controller's name to confirm the detach." },
+      });
+    }
+    try {
+      await call("bdev_nvme_detach_controller", { name });
+    } catch (e) {
+      return volumes(c, { error: null }, null, 400, {
+        detachError: { name, error: errorText(e) },
+      });
     }
     return c.redirect("/volumes", 303);
   });
@@ -447,6 +484,10 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
       }[];
       const module = Object.keys(b?.driver_specific ?? {})[0] ?? "";
       const method = `bdev_${module}_delete`;
+      if (module === "nvme") {
+        // A namespace is not deleted on its own: its controller is detached (all namespaces).
+        throw new Error("an NVMe namespace goes away when its controller is detached (below)");
+      }
       if (engine.table.info(method) === undefined) {
         throw new Error(`volumes of type ${module} cannot be deleted here`);
       }

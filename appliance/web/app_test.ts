@@ -400,6 +400,11 @@ Deno.test("web: the dashboard's event stream sends a stats snapshot every period
     const { cookie } = await login(h);
     assert(cookie !== undefined);
     await h.app.call("bdev_malloc_create", { name: "E0", num_blocks: 16, block_size: 512 });
+    await h.app.call("vhost_create_blk_controller", {
+      ctrlr: "vhost.E0",
+      dev_name: "E0",
+      socket: `${h.dir}/E0.sock`,
+    });
     const r = await h.web.request("/events", { headers: { Cookie: cookie } }, ENV);
     assertEquals(r.status, 200);
     assert(r.headers.get("Content-Type")?.startsWith("text/event-stream"));
@@ -413,8 +418,13 @@ Deno.test("web: the dashboard's event stream sends a stats snapshot every period
     }
     await reader.cancel();
     const data = /data: (.*)\n/.exec(text)?.[1] as string;
-    const s = JSON.parse(data) as { bdevs: { name: string }[] };
+    const s = JSON.parse(data) as {
+      bdevs: { name: string }[];
+      vhost: { ctrlr: string; socket: string }[];
+    };
     assertEquals(s.bdevs.map((b) => b.name), ["E0"]);
+    // The served vhost-user sockets ride along, for the dashboard's live list.
+    assertEquals(s.vhost.map((v) => [v.ctrlr, v.socket]), [["vhost.E0", `${h.dir}/E0.sock`]]);
   });
 });
 
@@ -774,4 +784,59 @@ Deno.test("web: the login limit's memory stays bounded under many client address
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("web: the NVMe form attaches through bdev_nvme_attach_controller; its errors next to the form", async () => {
+  await withWeb(async (h) => {
+    const { cookie, csrf } = await login(h);
+    assert(cookie !== undefined && csrf !== undefined);
+    const page = await (await h.web.request("/volumes", { headers: { Cookie: cookie } }, ENV))
+      .text();
+    assert(
+      page.includes('action="/volumes/create-nvme"') && page.includes('id="nvme-controllers"'),
+    );
+    const attach = (fields: Record<string, string>) =>
+      h.web.request("/volumes/create-nvme", form(cookie, { _csrf: csrf, ...fields }), ENV);
+    const errorOf = (html: string) => /id="nvme-error">([^<]*)</.exec(html)?.[1] ?? "";
+
+    // No such PCI function on this machine (nor any VFIO device): the RPC's clear error.
+    const missing = await attach({ name: "N1", trtype: "PCIe", traddr: "0000:fe:1f.7" });
+    assertEquals(missing.status, 400);
+    const missingHtml = await missing.text();
+    assert(errorOf(missingHtml).includes("no PCI device 0000:fe:1f.7"), errorOf(missingHtml));
+    assert(missingHtml.includes('value="0000:fe:1f.7"'), "the address typed is kept");
+    const badAddr = await attach({ name: "N1", trtype: "PCIe", traddr: "nope" });
+    assertEquals(badAddr.status, 400);
+    assert(errorOf(await badAddr.text()).includes("PCI address"));
+    const tcp = await attach({ name: "N1", trtype: "TCP", traddr: "0000:fe:1f.7" });
+    assertEquals(tcp.status, 400);
+    assert(errorOf(await tcp.text()).includes("&quot;trtype&quot; must be &quot;PCIe&quot;"));
+    assertEquals(h.app.bdevs.list().length, 0);
+    assertEquals(h.mutated, [], "nothing changed, nothing saved");
+
+    // Without the CSRF token the form is refused before the RPC runs.
+    const forged = await h.web.request(
+      "/volumes/create-nvme",
+      form(cookie, { name: "N1", trtype: "PCIe", traddr: "0000:fe:1f.7" }),
+      ENV,
+    );
+    assertEquals(forged.status, 403);
+
+    const unconfirmed = await h.web.request(
+      "/volumes/detach-nvme",
+      form(cookie, { _csrf: csrf, name: "N1", confirm: "N" }),
+      ENV,
+    );
+    assertEquals(unconfirmed.status, 400);
+    assert((await unconfirmed.text()).includes("Type the controller"));
+    const unknown = await h.web.request(
+      "/volumes/detach-nvme",
+      form(cookie, { _csrf: csrf, name: "N1", confirm: "N1" }),
+      ENV,
+    );
+    assertEquals(unknown.status, 400);
+    assert(
+      /id="detach-error">[^<]*no nvme controller named &quot;N1&quot;/.test(await unknown.text()),
+    );
+  });
 });

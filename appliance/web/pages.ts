@@ -5,6 +5,7 @@
  * @module
  */
 import { html } from "hono/html";
+import { hostLines, intervalQuantileUs, latencyText, vmLines } from "./dashboard_js.ts";
 
 /** What `html` returns. */
 export type Html = ReturnType<typeof html>;
@@ -127,7 +128,15 @@ export function dashboardPage(
   hosts: ConnectionsView[] = [],
   vms: VhostView[] = [],
 ): Html {
-  const hostRows = hosts.flatMap((s) => s.controllers.map((c) => ({ nqn: s.nqn, ...c })));
+  // The same words as the live list the script draws from each stats snapshot.
+  const hostRows = hosts.flatMap((s) =>
+    s.controllers.map((c) => ({
+      nqn: s.nqn,
+      hostnqn: c.hostnqn,
+      cntlid: c.cntlid,
+      io_queues: c.num_io_qpairs,
+    }))
+  );
   return layout(
     "Dashboard",
     "/",
@@ -142,6 +151,9 @@ export function dashboardPage(
       <canvas id="iops-chart" width="800" height="200" aria-label="IOPS per volume"></canvas>
       <h2>Throughput (MiB/s, read + write)</h2>
       <canvas id="mbps-chart" width="800" height="160" aria-label="MiB/s per volume"></canvas>
+      <h2>Latency (µs, p50 and p99 of the I/Os sampled each second)</h2>
+      <canvas id="latency-chart" width="800" height="160"
+        aria-label="Latency p50 and p99 per volume"></canvas>
       <table id="iops">
         <thead>
           <tr>
@@ -169,11 +181,11 @@ export function dashboardPage(
         )}</tbody>
       </table>
       <h2>Connected NVMe/TCP hosts; vhost-user sockets served to VMs</h2>
-      <ul id="hosts">${hostRows.map((h) =>
-        html`<li>NVMe/TCP ${h.hostnqn} on ${h.nqn} (controller ${h.cntlid}, ${h.num_io_qpairs} I/O queue(s))</li>`
-      )}${vms.map((v) =>
-        html`<li>vhost-user ${v.ctrlr} serves ${v.backend_specific.block.bdev} on ${v.socket}</li>`
-      )}${hostRows.length + vms.length === 0 ? html`<li>none</li>` : ""}</ul>
+      <ul id="hosts">${hostLines(hostRows).map((line) =>
+        html`<li class="nvmf-host">${line}</li>`
+      )}${vmLines(vms).map((line) =>
+        html`<li class="vm">${line}</li>`
+      )}<li class="none" ${hostRows.length + vms.length === 0 ? "" : "hidden"}>none</li></ul>
       <h2>Data-path reactor</h2>
       <p id="reactor">busy <span id="busy">0</span> % of the last second (polling or working; the
       rest parked in the kernel, using no CPU)</p>
@@ -238,7 +250,7 @@ export function volumesPage(
       ${form.error === null ? "" : html`<p class="error" id="create-error">${form.error}</p>`}
         </fieldset>
       </form>
-      ${moreVolumeForms(csrf, bdevs, more)}
+      ${moreVolumeForms(csrf, bdevs, more)} ${nvmeForms(csrf, more)}
     `,
   );
 }
@@ -248,7 +260,76 @@ export interface MoreVolumeForms {
   keys: string[];
   fileError?: string;
   cryptoError?: string;
+  /** The NVMe form's error (bdev_nvme_attach_controller). */
+  nvmeError?: string;
+  /** Attached NVMe controllers (bdev_nvme_get_controllers) and a detach error. */
+  controllers?: NvmeCtrlrView[];
+  detachError?: { name: string; error: string };
   values?: Record<string, string>;
+}
+
+/** The subset of `bdev_nvme_get_controllers` the Volumes page shows. */
+export interface NvmeCtrlrView {
+  name: string;
+  ctrlrs: { state: string; trid: { trtype: string; traddr: string }; bdevs: string[] }[];
+}
+
+function nvmeForms(csrf: string, m: MoreVolumeForms): Html {
+  const v = m.values ?? {};
+  const ctrlrs = m.controllers ?? [];
+  return html`
+    <h2>Local NVMe controllers</h2>
+    <table id="nvme-controllers">
+      <thead>
+        <tr>
+          <th>Controller</th>
+          <th>Transport</th>
+          <th>PCI address</th>
+          <th>State</th>
+          <th>Volumes (namespaces)</th>
+          <th>Detach</th>
+        </tr>
+      </thead>
+      <tbody>${ctrlrs.map((c) => {
+        const x = c.ctrlrs[0];
+        return html`
+          <tr data-nvme="${c.name}">
+            <td>${c.name}</td>
+            <td>${x?.trid.trtype ?? ""}</td>
+            <td>${x?.trid.traddr ?? ""}</td>
+            <td>${x?.state ?? ""}</td>
+            <td>${(x?.bdevs ?? []).join(", ")}</td>
+            <td>
+              <form method="post" action="/volumes/detach-nvme">
+          <input type="hidden" name="_csrf" value="${csrf}"><input type="hidden" name="name" value="${c
+            .name}">
+          <label>Type the name to confirm <input name="confirm" required size="12"></label>
+          <button>Detach</button>${m.detachError?.name === c.name
+            ? html`<span class="error detach-error">${m.detachError.error}</span>`
+            : ""}</form>
+            </td>
+          </tr>
+        `;
+      })}</tbody>
+    </table>
+    ${m.detachError !== undefined && !ctrlrs.some((c) => c.name === m.detachError?.name)
+      ? html`<p class="error" id="detach-error">${m.detachError.error}</p>`
+      : ""}
+    <form method="post" action="/volumes/create-nvme">
+      <fieldset>
+    <legend>Create volumes on a local NVMe SSD (attach its controller: a volume per namespace)</legend>
+    <input type="hidden" name="_csrf" value="${csrf}">
+    <label>Controller name <input name="name" required value="${v["nvme_name"] ?? ""}"></label>
+    <label>Transport <select name="trtype"><option>PCIe</option></select></label>
+    <label>PCI address <input name="traddr" required placeholder="0000:00:04.0" value="${v[
+      "traddr"
+    ] ?? ""}"></label>
+    <button>Attach</button>
+    <p>The device must be bound to vfio-pci (docs/nvme.md); volumes are named CONTROLLERn1, n2, ….</p>
+    ${m.nvmeError ? html`<p class="error" id="nvme-error">${m.nvmeError}</p>` : ""}
+      </fieldset>
+    </form>
+  `;
 }
 
 function moreVolumeForms(csrf: string, bdevs: BdevView[], m: MoreVolumeForms): Html {
@@ -488,6 +569,10 @@ export function settingsPage(
  */
 export const APP_JS = `"use strict";
 (() => {
+  ${intervalQuantileUs.toString()}
+  ${latencyText.toString()}
+  ${hostLines.toString()}
+  ${vmLines.toString()}
   const chart = document.getElementById("iops-chart");
   if (!chart) return;
   const colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
@@ -498,7 +583,7 @@ export const APP_JS = `"use strict";
     const draw = () => {
       ctx.clearRect(0, 0, canvas.width, canvas.height);
       let max = 10;
-      for (const h of history.values()) for (const v of h) max = Math.max(max, v);
+      for (const h of history.values()) for (const v of h) if (v !== null) max = Math.max(max, v);
       let i = 0;
       ctx.font = "12px sans-serif";
       const step = (canvas.width - 10) / 59;
@@ -511,19 +596,31 @@ export const APP_JS = `"use strict";
           canvas.width - 5 - (h.length - 1 - x) * step,
           canvas.height - 5 - (v / max) * (canvas.height - 25),
         ];
+        // A null point (no I/O sampled that second) is a gap in the line.
         ctx.beginPath();
+        let pen = false;
         h.forEach((v, x) => {
+          if (v === null) {
+            pen = false;
+            return;
+          }
           const [px, py] = at(v, x);
-          if (x === 0) ctx.moveTo(px, py); else ctx.lineTo(px, py);
+          if (!pen) ctx.moveTo(px, py); else ctx.lineTo(px, py);
+          pen = true;
         });
         ctx.stroke();
         h.forEach((v, x) => {
+          if (v === null) return;
           const [px, py] = at(v, x);
           ctx.fillRect(px - 2, py - 2, 4, 4);
         });
         ctx.fillText(name, 8 + 120 * i, 14);
         i++;
       }
+      // The latest point of each line, for tests and for anyone inspecting the page.
+      canvas.dataset.last = JSON.stringify(
+        Object.fromEntries([...history].map(([k, h]) => [k, h[h.length - 1]])),
+      );
       ctx.fillStyle = "#555";
       ctx.fillText((max >= 100 ? Math.round(max) : max.toFixed(1)) + " " + unit, canvas.width - 100, 14);
     };
@@ -538,11 +635,30 @@ export const APP_JS = `"use strict";
   const iops = lineChart(chart, "IOPS");
   const mbpsCanvas = document.getElementById("mbps-chart");
   const mbps = mbpsCanvas ? lineChart(mbpsCanvas, "MiB/s") : null;
+  const latCanvas = document.getElementById("latency-chart");
+  const lat = latCanvas ? lineChart(latCanvas, "\u00b5s") : null;
   const history = iops.history;
   let prev = null;
   const draw = () => {
     iops.draw();
     if (mbps) mbps.draw();
+    if (lat) lat.draw();
+  };
+  // The connected NVMe/TCP hosts and the served vhost-user sockets, from each snapshot.
+  const showHosts = (hosts, vms) => {
+    const ul = document.getElementById("hosts");
+    if (!ul) return;
+    for (const li of ul.querySelectorAll("li.nvmf-host, li.vm")) li.remove();
+    const none = ul.querySelector("li.none");
+    const put = (className, line) => {
+      const li = document.createElement("li");
+      li.className = className;
+      li.textContent = line;
+      ul.insertBefore(li, none);
+    };
+    for (const line of hostLines(hosts)) put("nvmf-host", line);
+    for (const line of vmLines(vms)) put("vm", line);
+    if (none) none.hidden = ul.querySelectorAll("li.nvmf-host, li.vm").length > 0;
   };
   const es = new EventSource("/events");
   es.addEventListener("stats", (ev) => {
@@ -551,6 +667,7 @@ export const APP_JS = `"use strict";
     if (up) up.textContent = String(s.uptime_s);
     const conns = document.getElementById("connections");
     if (conns) conns.textContent = String(s.nvmf_tcp ? s.nvmf_tcp.connections_open : 0);
+    showHosts(s.nvmf_hosts || [], s.vhost || []);
     if (prev) {
       const dt = (s.taken_ms - prev.taken_ms) / 1000;
       if (dt > 0) {
@@ -565,30 +682,24 @@ export const APP_JS = `"use strict";
           const rate = (k) => (v[k] - p[k]) / dt;
           iops.add(v.name, rate("read_ops") + rate("write_ops"));
           if (mbps) mbps.add(v.name, (rate("read_bytes") + rate("write_bytes")) / 1048576);
+          // Quantiles of the I/Os sampled in this interval (bucket upper bounds).
+          const p50 = intervalQuantileUs(p.latency.buckets, v.latency.buckets, 0.5);
+          const p99 = intervalQuantileUs(p.latency.buckets, v.latency.buckets, 0.99);
+          if (lat) {
+            // The unbounded last bucket is drawn at the largest finite bound.
+            const top = Math.max(...v.latency.buckets.map((b) => b[0] === null ? 0 : b[0]));
+            const plot = (us) => us === Infinity ? top : us;
+            lat.add(v.name + " p50", plot(p50));
+            lat.add(v.name + " p99", plot(p99));
+          }
           const row = document.querySelector('tr[data-bdev="' + CSS.escape(v.name) + '"]');
           if (row) {
             row.querySelector(".r").textContent = Math.round(rate("read_ops"));
             row.querySelector(".w").textContent = Math.round(rate("write_ops"));
             row.querySelector(".rb").textContent = (rate("read_bytes") / 1048576).toFixed(1);
             row.querySelector(".wb").textContent = (rate("write_bytes") / 1048576).toFixed(1);
-            // Quantiles of the I/Os sampled in this interval: bucket counts minus the last ones.
-            const d = v.latency.buckets.map((b, i) => b[1] - (p.latency.buckets[i] || [0, 0])[1]);
-            const n = d.reduce((a, x) => a + x, 0);
-            const q = (f) => {
-              if (n === 0) return "-";
-              let seen = 0;
-              for (let i = 0; i < d.length; i++) {
-                seen += d[i];
-                if (seen >= f * n) {
-                  const us = v.latency.buckets[i][0];
-                  if (us === null) return "slow";
-                  return us >= 1000 ? "< " + us / 1000 + " ms" : "< " + us + " \u00b5s";
-                }
-              }
-              return "-";
-            };
-            row.querySelector(".p50").textContent = q(0.5);
-            row.querySelector(".p99").textContent = q(0.99);
+            row.querySelector(".p50").textContent = latencyText(p50);
+            row.querySelector(".p99").textContent = latencyText(p99);
           }
         }
         let total = 0;

@@ -142,9 +142,21 @@ Deno.test({
           const points = Number(await page.getAttribute("#iops-chart", "data-points") ?? "0");
           // A few seconds of history so the screenshot shows a line, not a dot.
           const p50 = await page.textContent('tr[data-bdev="BrowserRam"] .p50') ?? "";
-          if (w > 0 && chart > 0 && points >= 3 && p50.startsWith("<")) break;
+          // The latency chart's newest p99 point, and perf's host added to the list live
+          // (the page was loaded before perf connected).
+          const lat = JSON.parse(
+            await page.getAttribute("#latency-chart", "data-last") ?? "{}",
+          ) as Record<string, number | null>;
+          const p99 = lat["BrowserRam p99"] ?? null;
+          const hosts = await page.textContent("#hosts") ?? "";
+          if (
+            w > 0 && chart > 0 && points >= 3 && p50.startsWith("<") && p99 !== null &&
+            p99 > 0 && hosts.includes(`NVMe/TCP `) && hosts.includes(nqn)
+          ) break;
           if (performance.now() - start > GUARD_MS) {
-            throw new Error(`the IOPS chart never moved (write IOPS ${w}, chart ${chart})`);
+            throw new Error(
+              `the charts never moved (write IOPS ${w}, chart ${chart}, p99 ${p99}, hosts ${hosts})`,
+            );
           }
           await sleep(200);
         }
