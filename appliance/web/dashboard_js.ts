@@ -59,12 +59,14 @@ export function hostLines(hosts: HostEntry[]): string[] {
 export interface VmEntry {
   ctrlr: string;
   socket: string;
+  connected?: boolean;
   backend_specific: { block: { bdev: string } };
 }
 
 /** The dashboard's line for each vhost-user socket served to VMs. */
 export function vmLines(vms: VmEntry[]): string[] {
   return vms.map((v) =>
-    "vhost-user " + v.ctrlr + " serves " + v.backend_specific.block.bdev + " on " + v.socket
+    "vhost-user " + v.ctrlr + " serves " + v.backend_specific.block.bdev + " on " + v.socket +
+    (v.connected ? " (VM connected)" : "")
   );
 }

@@ -35,6 +35,8 @@ export interface SubsystemView {
 export interface VhostView {
   ctrlr: string;
   socket: string;
+  /** A front-end (a VM's QEMU) is connected. */
+  connected?: boolean;
   backend_specific: { block: { bdev: string; readonly: boolean; num_queues: number } };
 }
 
@@ -821,7 +823,9 @@ export function connectionsPage(
       <h2>vhost-user-blk controllers</h2>
       <p>Served sockets (a VM's front-end connects to one at a time):</p>
       <ul>${vhost.map((v) =>
-        html`<li>${v.ctrlr}: ${v.socket} (${v.backend_specific.block.bdev})</li>`
+        html`<li>${v.ctrlr}: ${v.socket} (${v.backend_specific.block.bdev}): ${
+          v.connected ? "a VM is connected" : "no VM connected"
+        }</li>`
       )}</ul>
     `,
   );

@@ -144,6 +144,11 @@ export class VhostUserServer {
     }
   }
 
+  /** True while a front-end (a VM's QEMU) is connected. */
+  get connected(): boolean {
+    return this.#conn !== null;
+  }
+
   /**
    * Stops listening and lets the front-end go cleanly: every request taken
    * from its rings is completed onto the used rings first (bounded by the

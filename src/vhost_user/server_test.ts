@@ -69,10 +69,12 @@ Deno.test("vhost-user server: the next front-end is served once the last backend
   const { promise: firstReleased, resolve: releaseFirst } = Promise.withResolvers<void>();
   const server = new VhostUserServer(path, () => fakeBackend([firstReleased]), () => {});
   try {
+    assertEquals(server.connected, false, "connected before any front-end");
     const a = UnixSocket.connect(path);
     await a.sendMsg(encodeMessage(R.GET_FEATURES));
     const buf = new Uint8Array(64);
     assertEquals((await guard(a.recvMsg(buf), "first reply")).bytes, 20);
+    assertEquals(server.connected, true, "not connected while a front-end talks to it");
     a.close(); // the first front-end goes; its backend still has bdev I/O (close unresolved)
     const b = UnixSocket.connect(path);
     await b.sendMsg(encodeMessage(R.GET_FEATURES));

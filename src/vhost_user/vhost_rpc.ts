@@ -78,6 +78,8 @@ export function registerVhostRpcs(t: RpcTable<AppContext>): void {
     return all.map((c) => ({
       ctrlr: c.ctrlr,
       socket: c.socket,
+      // sluice's addition to SPDK's reply: whether a front-end is connected now.
+      connected: c.server.connected,
       backend_specific: {
         block: { bdev: c.devName, readonly: c.readonly, num_queues: c.numQueues },
       },
