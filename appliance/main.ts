@@ -32,7 +32,7 @@ import {
 } from "../src/crypto/engines.ts";
 import { loadKeyFile } from "../src/crypto/keys.ts";
 import { configureGuestWindow } from "../wasm/kernels.ts";
-import { startAdmin } from "./web/start.ts";
+import type { startAdmin as StartAdmin } from "./web/start.ts";
 import { LogRing } from "./web/log_ring.ts";
 
 /** The wasm guest window of `serve` (wasm/guest_window.ts), in MiB. */
@@ -179,6 +179,29 @@ function log(msg: string): void {
   logRing.push(msg);
 }
 
+/**
+ * The web admin's module (hono, from npm), loaded only when the admin is on,
+ * so the rest of sluice runs where npm packages cannot be fetched (a guest
+ * without network, a minimal image). The specifier is built at run time so
+ * Deno does not fetch it with the main module. Null when it cannot be loaded
+ * and the admin was not asked for explicitly (then sluice serves without it);
+ * undefined when it was asked for (the caller stops).
+ */
+async function loadAdmin(required: boolean): Promise<typeof StartAdmin | null | undefined> {
+  const specifier = new URL("./web/start.ts", import.meta.url).href;
+  try {
+    const mod = await import(specifier) as { startAdmin: typeof StartAdmin };
+    return mod.startAdmin;
+  } catch (e) {
+    if (required) {
+      console.error(`sluice: web admin: cannot load it: ${errorText(e)}`);
+      return undefined;
+    }
+    log(`web admin unavailable (${errorText(e).split("\n")[0]}); serving without it`);
+    return null;
+  }
+}
+
 async function serve(p: ParsedArgs): Promise<number> {
   if (p.options.has("help")) {
     console.log(SERVE_USAGE);
@@ -251,8 +274,14 @@ async function serve(p: ParsedArgs): Promise<number> {
     log,
     queue,
   });
-  let admin: Awaited<ReturnType<typeof startAdmin>> = null;
-  if (adminListen !== null) {
+  let admin: Awaited<ReturnType<typeof StartAdmin>> = null;
+  const startAdmin = adminListen === null ? null : await loadAdmin(adminOpt !== undefined);
+  if (adminListen !== null && startAdmin === undefined) {
+    await server.close();
+    await app.shutdown();
+    return 1;
+  }
+  if (adminListen !== null && startAdmin !== null && startAdmin !== undefined) {
     try {
       admin = await startAdmin({
         stateDir,
