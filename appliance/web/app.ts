@@ -656,6 +656,15 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
     }
     return c.redirect("/connections", 303);
   });
+  app.post("/connections/vhost-disconnect", async (c) => {
+    const f = strings(await c.req.parseBody());
+    try {
+      await call("vhost_controller_disconnect", { ctrlr: f["ctrlr"] ?? "" });
+    } catch (e) {
+      return connections(c, errorText(e), 400);
+    }
+    return c.redirect("/connections", 303);
+  });
   app.get("/logs", (c) => {
     const q = c.req.query("q") ?? "";
     return c.html(logsPage(csrfOf(c), opts.logs?.lines(q) ?? [], q));

@@ -8,6 +8,9 @@ import { LogRing } from "./log_ring.ts";
 import { connectAndEnable, FakeQpair } from "../../src/nvmf_tcp/fake_host.ts";
 import { nvmfTarget } from "../../src/nvmf_tcp/nvmf_rpc.ts";
 import { RpcQueue } from "../../src/rpc/server.ts";
+import { UnixSocket } from "../../ffi/unix_socket.ts";
+import { encodeMessage, VhostUserRequest } from "../../src/vhost_user/messages.ts";
+import { guard, sleep } from "../../src/testing/wait.ts";
 
 interface Harness {
   app: App;
@@ -838,5 +841,50 @@ Deno.test("web: the NVMe form attaches through bdev_nvme_attach_controller; its 
     assert(
       /id="detach-error">[^<]*no nvme controller named &quot;N1&quot;/.test(await unknown.text()),
     );
+  });
+});
+
+Deno.test("web: Connections shows a VM on a vhost-user socket and disconnects it on request", async () => {
+  await withWeb(async (h) => {
+    const { cookie, csrf } = await login(h);
+    assert(cookie !== undefined && csrf !== undefined);
+    await h.app.call("bdev_malloc_create", { name: "M0", num_blocks: 2048, block_size: 512 });
+    const socket = `${h.dir}/vhost.0.sock`;
+    await h.app.call("vhost_create_blk_controller", { ctrlr: "vhost.0", dev_name: "M0", socket });
+    const page = async () =>
+      await (await h.web.request("/connections", { headers: { Cookie: cookie } }, ENV)).text();
+    assert((await page()).includes("no VM connected"));
+    // Not connected: a clear error next to the list.
+    const none = await h.web.request(
+      "/connections/vhost-disconnect",
+      form(cookie, { _csrf: csrf, ctrlr: "vhost.0" }),
+      ENV,
+    );
+    assertEquals(none.status, 400);
+    assert((await none.text()).includes("no VM is connected to vhost controller vhost.0"));
+
+    // A front-end (what QEMU does first): GET_FEATURES, and the reply.
+    const fe = UnixSocket.connect(socket);
+    try {
+      await fe.sendMsg(encodeMessage(VhostUserRequest.GET_FEATURES));
+      const buf = new Uint8Array(64);
+      assertEquals((await guard(fe.recvMsg(buf), "GET_FEATURES reply")).bytes, 20);
+      assert((await page()).includes("a VM is connected"));
+      const ok = await h.web.request(
+        "/connections/vhost-disconnect",
+        form(cookie, { _csrf: csrf, ctrlr: "vhost.0" }),
+        ENV,
+      );
+      assertEquals(ok.status, 303);
+      assertEquals((await guard(fe.recvMsg(buf), "end of the connection")).bytes, 0);
+      let gone = false;
+      for (let i = 0; i < 200 && !gone; i++) {
+        gone = (await page()).includes("no VM connected");
+        if (!gone) await sleep(25);
+      }
+      assert(gone, "the page still shows the VM after the disconnect");
+    } finally {
+      fe.close();
+    }
   });
 });

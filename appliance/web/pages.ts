@@ -823,8 +823,15 @@ export function connectionsPage(
       <h2>vhost-user-blk controllers</h2>
       <p>Served sockets (a VM's front-end connects to one at a time):</p>
       <ul>${vhost.map((v) =>
-        html`<li>${v.ctrlr}: ${v.socket} (${v.backend_specific.block.bdev}): ${
-          v.connected ? "a VM is connected" : "no VM connected"
+        html`<li data-ctrlr="${v.ctrlr}">${v.ctrlr}: ${v.socket} (${v.backend_specific.block.bdev}): ${
+          v.connected
+            ? html`
+              a VM is connected <form method="post" action="/connections/vhost-disconnect"
+                style="display:inline"><input type="hidden" name="_csrf" value="${csrf}"><input
+                            type="hidden" name="ctrlr" value="${v
+                              .ctrlr}"><button>Disconnect</button></form>
+            `
+            : "no VM connected"
         }</li>`
       )}</ul>
     `,

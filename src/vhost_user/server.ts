@@ -150,6 +150,17 @@ export class VhostUserServer {
   }
 
   /**
+   * Drops the connected front-end, as if it had gone away (its backend is
+   * closed the usual way); the socket keeps listening, so a QEMU with
+   * `reconnect` comes back. False when none is connected.
+   */
+  disconnect(): boolean {
+    if (this.#conn === null) return false;
+    this.#conn.close();
+    return true;
+  }
+
+  /**
    * Stops listening and lets the front-end go cleanly: every request taken
    * from its rings is completed onto the used rings first (bounded by the
    * backend's drain timeout), so a front-end with `reconnect` resumes on the

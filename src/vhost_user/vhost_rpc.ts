@@ -5,7 +5,7 @@
  */
 import { resolve } from "node:path";
 import type { RpcCall } from "../bdev/bdev_module.ts";
-import { BdevExistsError, BdevNotFoundError } from "../bdev/errors.ts";
+import { BdevExistsError, BdevInvalidError, BdevNotFoundError } from "../bdev/errors.ts";
 import type { AppContext } from "../rpc/context.ts";
 import type { RpcTable } from "../rpc/rpc.ts";
 import { VhostBlkBackend } from "./blk_backend.ts";
@@ -84,6 +84,20 @@ export function registerVhostRpcs(t: RpcTable<AppContext>): void {
         block: { bdev: c.devName, readonly: c.readonly, num_queues: c.numQueues },
       },
     }));
+  });
+
+  t.register("vhost_controller_disconnect", {
+    help: "Drop the VM front-end connected to a vhost controller; the socket stays (params: ctrlr)",
+  }, (p, ctx) => {
+    const ctrlr = p.str("ctrlr");
+    p.done();
+    const c = table(ctx).get(ctrlr);
+    if (c === undefined) throw new BdevNotFoundError(`vhost controller ${ctrlr}`);
+    if (!c.server.disconnect()) {
+      throw new BdevInvalidError(`no VM is connected to vhost controller ${ctrlr}`);
+    }
+    ctx.log(`vhost controller ${ctrlr}: front-end disconnected by the operator`);
+    return true;
   });
 
   t.register("vhost_delete_controller", {
