@@ -29,42 +29,27 @@ import {
 import { NvmfTarget, type NvmfTransportOptions } from "../../src/nvmf_tcp/target.ts";
 import { NvmfTcpTransport } from "../../src/nvmf_tcp/tcp_transport.ts";
 import { NvmeCommandError, NvmeTcpController, NvmeTcpQueue } from "../../src/nvmf_tcp/host.ts";
-import { connectTcp, type TcpCloseReason, type TcpConnection } from "../../src/net/tcp.ts";
-import {
-  type HostPduHandler,
-  type PduError,
-  type PduHeader,
-  PduReader,
-} from "../../src/nvmf_tcp/pdu_reader.ts";
-import {
-  encodeCapsuleCmd,
-  encodeH2CData,
-  encodeICReq,
-  pduLength,
-  type PduTxParams,
-  writeDigest,
-} from "../../src/nvmf_tcp/pdu.ts";
-import { crc32c } from "../../wasm/mod.ts";
 import {
   NVME_CNTLID_DYNAMIC,
-  NVME_FABRICS_OPCODE,
   NvmeGenericSc,
   NvmeIoOpcode,
   NvmeReg,
-  NVMF_CONNECT_DATA_BYTES,
-  NvmfConnectData,
-  NvmfConnectSqe,
-  NvmfFabricsType,
   statusSc,
   statusSct,
 } from "../../src/nvme/mod.ts";
 import { freePort } from "../../src/testing/net.ts";
 import { guard, sleep, waitFor } from "../../src/testing/wait.ts";
+import {
+  connectData,
+  connectSqe,
+  propertySet,
+  RawConn,
+  SGL_IN_CAPSULE,
+  SGL_TRANSPORT,
+} from "../../src/testing/nvme_tcp_raw_host.ts";
 
 const BLOCK_BYTES = 512;
 /** Hang guard: turns a hang into a failure naming what was awaited. */
-const SGL_IN_CAPSULE = 0x01;
-const SGL_TRANSPORT = 0x5a;
 /** CC: EN, IOSQES 64 B, IOCQES 16 B. */
 const CC_ENABLE = 1 | (6 << 16) | (4 << 20);
 
@@ -491,163 +476,7 @@ Deno.test("nvmf robustness: a namespace removed with I/O queued ends every I/O; 
 
 // ---------------------------------------------------------------------------
 // (d) Data digest errors. A host that corrupts a digest needs a raw
-// connection: this is a trimmed copy of the fuzz test's RawConn (both
-// would share one in src/testing/).
-
-interface Completion {
-  status: number;
-  dw0: number;
-}
-
-class RawConn implements HostPduHandler {
-  readonly tx: PduTxParams = { hdgst: false, ddgst: false, txpda: 0 };
-  readonly reader: PduReader = new PduReader({ role: "host" }, this);
-  readonly statuses: number[] = [];
-  /** The target sent something this side's reader rejects: a target bug. */
-  parseError: string | null = null;
-  closeReason: TcpCloseReason | null = null;
-  readonly whenClosed: Promise<TcpCloseReason>;
-  #conn: TcpConnection | null = null;
-  #resolveClosed: (r: TcpCloseReason) => void = () => {};
-  readonly #pending = new Map<number, (c: Completion) => void>();
-  #icWaiter: (() => void) | null = null;
-  #r2tWaiter: ((r: { cccid: number; ttag: number; r2tl: number } | null) => void) | null = null;
-  #cid = 0;
-  readonly #cqe = new Uint8Array(16);
-  readonly #cqeView = new DataView(this.#cqe.buffer);
-
-  private constructor() {
-    this.whenClosed = new Promise((r) => (this.#resolveClosed = r));
-  }
-
-  static async open(reactor: Reactor, port: number): Promise<RawConn> {
-    const rc = new RawConn();
-    rc.#conn = await connectTcp(reactor, "127.0.0.1", port, {
-      onData: (buf, len) => {
-        if (!rc.reader.stopped) rc.reader.consume(buf, 0, len);
-        return len;
-      },
-      onClose: (r) => {
-        rc.closeReason = r;
-        for (const w of rc.#pending.values()) w({ status: -1, dw0: 0 });
-        rc.#pending.clear();
-        rc.#icWaiter?.();
-        rc.#r2tWaiter?.(null);
-        rc.#resolveClosed(r);
-      },
-      receiveBufferBytes: 64 * 1024,
-    });
-    return rc;
-  }
-
-  get closedByTarget(): boolean {
-    return this.closeReason !== null && this.closeReason.kind !== "local";
-  }
-
-  onICResp(h: PduHeader): void {
-    this.tx.txpda = h.pda;
-    this.reader.setDigests(this.tx.hdgst, this.tx.ddgst);
-    this.#icWaiter?.();
-  }
-
-  onCapsuleResp(h: PduHeader): void {
-    h.copyCqe(this.#cqe);
-    const status = this.#cqeView.getUint16(14, true) >> 1;
-    this.statuses.push(status);
-    const cid = this.#cqeView.getUint16(12, true);
-    const w = this.#pending.get(cid);
-    this.#pending.delete(cid);
-    w?.({ status, dw0: this.#cqeView.getUint32(0, true) });
-  }
-
-  onC2HData(): void {}
-
-  onR2T(h: PduHeader): void {
-    const w = this.#r2tWaiter;
-    this.#r2tWaiter = null;
-    w?.({ cccid: h.cccid, ttag: h.ttag, r2tl: h.r2tl });
-  }
-
-  onData(): void {}
-  onDataEnd(): void {}
-  onTermReq(): void {}
-  onError(e: PduError): void {
-    // Recorded, not thrown: this runs inside the reactor's loop.
-    this.parseError = e.message;
-  }
-
-  send(bytes: Uint8Array): void {
-    this.#conn?.send(bytes);
-  }
-
-  close(): void {
-    this.#conn?.close();
-  }
-
-  async ic(hdgst: boolean, ddgst: boolean): Promise<void> {
-    this.tx.hdgst = hdgst;
-    this.tx.ddgst = ddgst;
-    const b = new Uint8Array(128);
-    encodeICReq(b, 0, { hpda: 0, hdgst, ddgst, maxr2t: 0 });
-    const done = new Promise<void>((r) => (this.#icWaiter = r));
-    this.send(b);
-    await guard(done, "ICResp");
-  }
-
-  /** A CapsuleCmd PDU (in-capsule `data`, its digest flipped when `corrupt`) and its CID. */
-  capsule(
-    fill: (v: DataView, sqe: Uint8Array) => void,
-    data: Uint8Array | null = null,
-    corrupt = false,
-  ): { bytes: Uint8Array; cid: number } {
-    const sqe = new Uint8Array(64);
-    const v = new DataView(sqe.buffer);
-    const len = data?.byteLength ?? 0;
-    if (len > 0) {
-      sqe[39] = SGL_IN_CAPSULE;
-      v.setUint32(32, len, true);
-    }
-    fill(v, sqe);
-    const cid = this.#cid = (this.#cid + 1) & 0xffff;
-    v.setUint16(2, cid, true);
-    const bytes = new Uint8Array(pduLength(72, this.tx, len));
-    const n = encodeCapsuleCmd(bytes, 0, this.tx, sqe, len);
-    if (data !== null && len > 0) {
-      bytes.set(data, n);
-      if (this.tx.ddgst) writeDigest(bytes, n + len, crc32c(data) ^ (corrupt ? 1 : 0));
-    }
-    return { bytes, cid };
-  }
-
-  command(fill: (v: DataView) => void, data: Uint8Array | null = null): Promise<Completion> {
-    const { bytes, cid } = this.capsule(fill, data);
-    const p = new Promise<Completion>((r) => this.#pending.set(cid, r));
-    this.send(bytes);
-    return guard(p, `completion of CID ${cid}`);
-  }
-
-  nextR2T(): Promise<{ cccid: number; ttag: number; r2tl: number } | null> {
-    return guard(new Promise((r) => (this.#r2tWaiter = r)), "R2T");
-  }
-
-  /** An H2CData PDU with `data` at `datao`, its digest flipped when `corrupt`. */
-  h2cData(
-    cccid: number,
-    ttag: number,
-    datao: number,
-    data: Uint8Array,
-    last: boolean,
-    corrupt: boolean,
-  ): Uint8Array {
-    const bytes = new Uint8Array(pduLength(24, this.tx, data.byteLength));
-    const n = encodeH2CData(bytes, 0, this.tx, cccid, ttag, datao, data.byteLength, last);
-    bytes.set(data, n);
-    if (this.tx.ddgst) {
-      writeDigest(bytes, n + data.byteLength, crc32c(data) ^ (corrupt ? 1 : 0));
-    }
-    return bytes;
-  }
-}
+// connection (src/testing/nvme_tcp_raw_host.ts).
 
 /**
  * A controller brought up by hand with data digests on its I/O queues: the
@@ -660,35 +489,20 @@ async function rawController(
   hostnqn: string,
   ioQueues = 1,
 ): Promise<{ admin: RawConn; io: RawConn; ios: RawConn[] }> {
-  const connect = (qid: number) => (v: DataView) => {
-    v.setUint8(0, NVME_FABRICS_OPCODE);
-    v.setUint8(4, NvmfFabricsType.Connect);
-    v.setUint16(NvmfConnectSqe.QID, qid, true);
-    v.setUint16(NvmfConnectSqe.SQSIZE, qid === 0 ? 31 : 127, true);
-  };
-  const data = (cntlid: number) => {
-    const d = new Uint8Array(NVMF_CONNECT_DATA_BYTES);
-    new DataView(d.buffer).setUint16(NvmfConnectData.CNTLID, cntlid, true);
-    d.set(new TextEncoder().encode(subnqn), NvmfConnectData.SUBNQN);
-    d.set(new TextEncoder().encode(hostnqn), NvmfConnectData.HOSTNQN);
-    return d;
-  };
   const admin = await RawConn.open(reactor, port);
-  await admin.ic(false, false);
-  const c = await admin.command(connect(0), data(NVME_CNTLID_DYNAMIC));
+  await admin.ic();
+  const c = await admin.command(
+    connectSqe(0, 31),
+    connectData(subnqn, hostnqn, NVME_CNTLID_DYNAMIC),
+  );
   assertEquals(c.status, 0, "admin Connect");
-  const en = await admin.command((v) => {
-    v.setUint8(0, NVME_FABRICS_OPCODE);
-    v.setUint8(4, NvmfFabricsType.PropertySet);
-    v.setUint32(44, NvmeReg.CC, true);
-    v.setUint32(48, CC_ENABLE, true);
-  });
+  const en = await admin.command(propertySet(NvmeReg.CC, CC_ENABLE));
   assertEquals(en.status, 0, "Property Set CC.EN");
   const ios: RawConn[] = [];
   for (let qid = 1; qid <= ioQueues; qid++) {
     const io = await RawConn.open(reactor, port);
-    await io.ic(true, true);
-    const q = await io.command(connect(qid), data(c.dw0 & 0xffff));
+    await io.ic({ hdgst: true, ddgst: true });
+    const q = await io.command(connectSqe(qid, 127), connectData(subnqn, hostnqn, c.dw0 & 0xffff));
     assertEquals(q.status, 0, `I/O queue ${qid} Connect`);
     ios.push(io);
   }
