@@ -1,5 +1,6 @@
 import { assert, assertEquals, assertThrows } from "../testing/assert.ts";
 import {
+  blank,
   concat,
   encodeGenPdu,
   type GeneratedStream,
@@ -417,7 +418,7 @@ function icResp(hdgst: boolean, ddgst: boolean): Uint8Array {
 }
 
 function cmd(tx: PduTxParams, dataLength: number, cid = 1): Uint8Array {
-  const p: GenPdu = genBlank(PduType.CapsuleCmd);
+  const p: GenPdu = blank(PduType.CapsuleCmd);
   p.qe = new Uint8Array(64);
   p.qe[2] = cid;
   p.data = dataLength > 0 ? new Uint8Array(dataLength).fill(0x33) : null;
@@ -425,7 +426,7 @@ function cmd(tx: PduTxParams, dataLength: number, cid = 1): Uint8Array {
 }
 
 function h2c(tx: PduTxParams, n: number): Uint8Array {
-  const p = genBlank(PduType.H2CData);
+  const p = blank(PduType.H2CData);
   p.cccid = 1;
   p.ttag = 2;
   p.data = new Uint8Array(n).fill(0x44);
@@ -433,31 +434,8 @@ function h2c(tx: PduTxParams, n: number): Uint8Array {
   return encodeGenPdu(p, tx);
 }
 
-function genBlank(type: number): GenPdu {
-  return {
-    type,
-    flags: 0,
-    offset: 0,
-    plen: 0,
-    cccid: 0,
-    ttag: 0,
-    datao: 0,
-    datal: 0,
-    r2to: 0,
-    r2tl: 0,
-    fes: 0,
-    fei: 0,
-    pda: 0,
-    dgst: 0,
-    maxr2t: 0,
-    maxh2cdata: 0,
-    qe: null,
-    data: null,
-  };
-}
-
 function hostPdu(type: number, tx: PduTxParams, f: (p: GenPdu) => void = () => {}): Uint8Array {
-  const p = genBlank(type);
+  const p = blank(type);
   p.cccid = 3;
   p.ttag = 4;
   p.r2tl = 100;

@@ -110,7 +110,8 @@ export interface GenPdu {
   data: Uint8Array | null;
 }
 
-function blank(type: number): GenPdu {
+/** A PDU of `type` with every field zero, for a test to fill in. */
+export function blank(type: number): GenPdu {
   return {
     type,
     flags: 0,
