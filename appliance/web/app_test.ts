@@ -888,3 +888,12 @@ Deno.test("web: Connections shows a VM on a vhost-user socket and disconnects it
     }
   });
 });
+
+Deno.test("web: token ids are hex, so a command line never reads one as an option", async () => {
+  await withWeb(async (h) => {
+    for (let i = 0; i < 20; i++) {
+      const { id } = await h.auth.createToken(`t${i}`);
+      assert(/^[0-9a-f]{12}$/.test(id), id);
+    }
+  });
+});

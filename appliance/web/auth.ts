@@ -274,7 +274,12 @@ export class AdminAuth {
     }
     await this.refresh();
     if (this.#file.tokens.length >= MAX_TOKENS) throw new Error(`at most ${MAX_TOKENS} tokens`);
-    const id = randomToken(6);
+    // Hex, not base64url: an id is typed on command lines (`sluice admin-token revoke ID`),
+    // and a base64url one starting with "-" read as an option (1 in 64 ids).
+    const id = Array.from(
+      crypto.getRandomValues(new Uint8Array(6)),
+      (b) => b.toString(16).padStart(2, "0"),
+    ).join("");
     const token = `sluice_${randomToken(32)}`;
     const rec: TokenRecord = {
       id,
