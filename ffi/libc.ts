@@ -63,6 +63,7 @@ export const libcSymbols = {
   },
   memcpy: { parameters: ["pointer", "pointer", "usize"], result: "pointer" },
   sched_setaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },
+  sched_getaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 function openLibc(): Deno.DynamicLibrary<typeof libcSymbols> {

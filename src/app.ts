@@ -23,6 +23,7 @@ import { RpcTable } from "./rpc/rpc.ts";
 import { registerStatsRpcs } from "./stats/stats.ts";
 import { registerNvmfConnectionRpcs } from "./nvmf_tcp/nvmf_connections_rpc.ts";
 import { VERSION } from "./version.ts";
+import { DataPathWorker } from "./worker/workers.ts";
 
 /** The engine of one appliance process. */
 export class App implements AppContext {
@@ -31,6 +32,8 @@ export class App implements AppContext {
   readonly rpc: RpcTable<AppContext> = new RpcTable();
   readonly startedAtMs: number = Date.now();
   readonly version: string = VERSION;
+  reactorCores: number[] = [0];
+  readonly workers: DataPathWorker[] = [];
   #running: Promise<void> | null = null;
   readonly #log: (msg: string) => void;
 
@@ -63,6 +66,33 @@ export class App implements AppContext {
     this.#running ??= this.reactor.run();
   }
 
+  /**
+   * Runs reactors on `cores`: the first is the main thread's, each further
+   * one gets a data-path worker (pinned to its core when `pin`). Call once,
+   * before any controller is created.
+   */
+  async startWorkers(
+    cores: readonly number[],
+    o: { pin: boolean; guestWindowBytes: number },
+  ): Promise<void> {
+    if (this.workers.length > 0) throw new Error("data-path workers are already running");
+    this.reactorCores = [cores[0] ?? 0];
+    for (let i = 1; i < cores.length; i++) {
+      const core = cores[i] as number;
+      this.workers.push(
+        await DataPathWorker.start({
+          index: i,
+          core,
+          pin: o.pin,
+          guestWindowBytes: o.guestWindowBytes,
+          registry: this.bdevs,
+          log: this.log,
+        }),
+      );
+      this.reactorCores.push(core);
+    }
+  }
+
   /** Calls an RPC method in-process (what the CLI and web admin do through sockets). */
   call(method: string, params?: unknown): Promise<unknown> {
     return this.rpc.call(method, params, this);
@@ -71,6 +101,8 @@ export class App implements AppContext {
   /** Deletes every bdev (top layers first) and stops the reactor. */
   async shutdown(): Promise<void> {
     await shutdownVhost(this);
+    await Promise.all(this.workers.map((w) => w.shutdown()));
+    this.workers.length = 0;
     await shutdownNvmfTarget(this);
     for (const b of this.bdevs.list().reverse()) {
       try {

@@ -123,6 +123,11 @@ export class Bdev {
   readonly descs = new Set<BdevDesc>();
   /** Totals of closed channels, so stats survive channel churn. */
   readonly closedStats = new BdevIoStats();
+  /**
+   * Counters of this bdev's replicas in data-path workers, by reactor index,
+   * as each worker last reported them (src/worker): about a second old.
+   */
+  readonly remoteStats = new Map<number, BdevIoStats>();
 
   /** @internal Use {@link BdevRegistry.register}. */
   constructor(init: BdevInit) {
@@ -145,6 +150,7 @@ export class Bdev {
   addStatsTo(out: BdevIoStats): void {
     addIoStats(out, this.closedStats);
     for (const d of this.descs) d.addChannelStatsTo(out);
+    for (const r of this.remoteStats.values()) addIoStats(out, r);
   }
 
   /** Does this bdev serve I/Os of `type`? */

@@ -5,6 +5,7 @@
  * @module
  */
 import type { BdevIo, BdevIoStatus, BdevIoType } from "./bdev_io.ts";
+import type { ReplicaSpec } from "./replica.ts";
 
 /**
  * The thread an I/O channel lives on: something that runs pollers. The
@@ -70,6 +71,12 @@ export interface BdevFnTable<C extends BdevModuleChannel = BdevModuleChannel> {
   dumpInfoJson?(): Record<string, unknown>;
   /** The RPC that recreates this bdev, or null when it is not saved (e.g. made by another module). */
   writeConfigJson?(): RpcCall | null;
+  /**
+   * What a data-path worker needs to open a replica of this bdev over the
+   * same storage (src/bdev/replica.ts); absent or null when it cannot
+   * (null: this one cannot, e.g. because its base cannot).
+   */
+  replicaSpec?(): ReplicaSpec | null;
 }
 
 /** What a module passes to register a bdev. */

@@ -103,6 +103,16 @@ export class KeyStore {
     this.#engine = () => engine;
   }
 
+  /** Is key `name` used by no crypto bdev (or absent)? */
+  unused(name: string): boolean {
+    return (this.#keys.get(name)?.users.size ?? 0) === 0;
+  }
+
+  /** The engine new crypto bdevs load their keys into. */
+  engineName(): "wasm" | "native" {
+    return this.#engine().name;
+  }
+
   /** Adds a key; the halves must differ (XTS with key == key2 is refused, as FIPS 140-3 demands). */
   create(spec: CryptoKeySpec): void {
     if (typeof spec.name !== "string" || !KEY_NAME_RE.test(spec.name)) {
@@ -134,6 +144,31 @@ export class KeyStore {
       );
     }
     this.#keys.set(spec.name, { name: spec.name, cipher: "AES_XTS", material, users: new Set() });
+  }
+
+  /**
+   * A copy of key `name`'s bytes (key1 || key2) for a data-path worker that
+   * serves a replica of a crypto bdev (src/worker): a worker's isolate
+   * cannot use this store. The caller zeroes the copy once it is handed over.
+   */
+  exportMaterial(name: string): Uint8Array {
+    return this.#entry(name).material.slice();
+  }
+
+  /**
+   * Adds key `name` from `material` (key1 || key2, 64 bytes), taking
+   * ownership of it: the worker side of {@link exportMaterial}.
+   */
+  adoptMaterial(name: string, material: Uint8Array): void {
+    if (material.byteLength !== 64) {
+      material.fill(0);
+      throw new BdevInvalidError(`crypto key "${name}": 64 bytes of key material expected`);
+    }
+    if (this.#keys.has(name)) {
+      material.fill(0);
+      throw new BdevError(`A crypto key named "${name}" already exists`, -17);
+    }
+    this.#keys.set(name, { name, cipher: "AES_XTS", material, users: new Set() });
   }
 
   /** Zeroes and removes a key; refused while a crypto bdev uses it. */

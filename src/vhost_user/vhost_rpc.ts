@@ -8,8 +8,22 @@ import type { RpcCall } from "../bdev/bdev_module.ts";
 import { BdevExistsError, BdevInvalidError, BdevNotFoundError } from "../bdev/errors.ts";
 import type { AppContext } from "../rpc/context.ts";
 import type { RpcTable } from "../rpc/rpc.ts";
-import { VhostBlkBackend } from "./blk_backend.ts";
+import { VhostBlkBackend, type VhostBlkOptions } from "./blk_backend.ts";
 import { VhostUserServer } from "./server.ts";
+import type { BdevDesc } from "../bdev/mod.ts";
+import { replicaSpecOf, wipeReplicaSpec } from "../bdev/replica.ts";
+import type { DataPathWorker } from "../worker/workers.ts";
+import { formatCpumask, parseCpumask } from "../worker/cpumask.ts";
+
+/** Where a controller runs: the main thread's reactor or a worker's. */
+type Placement =
+  | { kind: "main"; server: VhostUserServer }
+  | {
+    kind: "worker";
+    worker: DataPathWorker;
+    /** The original bdev, held open while the worker serves its replica. */
+    desc: BdevDesc;
+  };
 
 interface Controller {
   ctrlr: string;
@@ -17,7 +31,11 @@ interface Controller {
   socket: string;
   numQueues: number;
   readonly: boolean;
-  server: VhostUserServer;
+  /** The cpumask the operator gave (saved as given), or null. */
+  cpumask: string | null;
+  /** Reactor index it was placed on (0: the main thread). */
+  reactor: number;
+  placement: Placement;
 }
 
 const controllers = new WeakMap<AppContext, Map<string, Controller>>();
@@ -30,39 +48,77 @@ function table(ctx: AppContext): Map<string, Controller> {
 
 const NAME_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 
+/**
+ * Serves bdev `bdevName` of `registry` on a vhost-user-blk socket from
+ * `reactor`: what a controller is, on the main thread or in a worker.
+ */
+export function serveVhostBlk(o: VhostBlkOptions & { socket: string }): VhostUserServer {
+  return new VhostUserServer(o.socket, () => new VhostBlkBackend(o), o.log);
+}
+
 /** Registers the vhost methods. */
 export function registerVhostRpcs(t: RpcTable<AppContext>): void {
   t.register("vhost_create_blk_controller", {
     help:
       "Serve a bdev to VMs on a vhost-user-blk socket (params: ctrlr, dev_name, socket, num_queues, readonly, cpumask)",
     mutating: true,
-  }, (p, ctx) => {
+  }, async (p, ctx) => {
     const ctrlr = p.str("ctrlr", NAME_RE, "1-64 letters, digits and _ . : -");
     const devName = p.str("dev_name");
     const socket = resolve(p.optStr("socket") ?? `var/${ctrlr}.sock`);
     const numQueues = p.optInt("num_queues", { min: 1, max: 64 }) ?? 1;
     const readonly = p.optBool("readonly") ?? false;
-    p.neutral("cpumask", ["0x1", "1", "0x3", "3"], "one data-path reactor serves every controller");
+    const cpumask = p.optStr("cpumask") ?? null;
     p.neutral("packed_ring", [false], "split rings only");
     p.done();
     const m = table(ctx);
     if (m.has(ctrlr)) throw new BdevExistsError(`vhost controller ${ctrlr}`);
-    ctx.bdevs.get(devName); // a clear "no bdev" error before anything is opened
-    const server = new VhostUserServer(
-      socket,
-      () =>
-        new VhostBlkBackend({
-          registry: ctx.bdevs,
-          reactor: ctx.reactor,
-          bdevName: devName,
-          numQueues,
-          readOnly: readonly,
-          log: ctx.log,
-        }),
-      ctx.log,
+    const bdev = ctx.bdevs.get(devName); // a clear "no bdev" error before anything is opened
+    const reactor = chooseReactor(ctx, [...m.values()], cpumask);
+    let placement: Placement;
+    if (reactor === 0) {
+      const server = serveVhostBlk({
+        socket,
+        registry: ctx.bdevs,
+        reactor: ctx.reactor,
+        bdevName: devName,
+        numQueues,
+        readOnly: readonly,
+        log: ctx.log,
+      });
+      placement = { kind: "main", server };
+    } else {
+      const worker = ctx.workers[reactor - 1] as DataPathWorker;
+      const spec = replicaSpecOf(bdev);
+      const desc = ctx.bdevs.open(devName, !readonly);
+      try {
+        await worker.openReplica(spec);
+        try {
+          await worker.request({
+            op: "vhost_create",
+            ctrlr,
+            socket,
+            bdev: devName,
+            numQueues,
+            readonly,
+          });
+        } catch (e) {
+          await worker.closeReplica(devName);
+          throw e;
+        }
+      } catch (e) {
+        wipeReplicaSpec(spec);
+        desc.close();
+        throw e;
+      }
+      placement = { kind: "worker", worker, desc };
+    }
+    m.set(ctrlr, { ctrlr, devName, socket, numQueues, readonly, cpumask, reactor, placement });
+    ctx.log(
+      `vhost-user-blk ${ctrlr}: bdev ${devName} on ${socket} (${numQueues} queue(s), reactor ${reactor} on core ${
+        ctx.reactorCores[reactor]
+      })`,
     );
-    m.set(ctrlr, { ctrlr, devName, socket, numQueues, readonly, server });
-    ctx.log(`vhost-user-blk ${ctrlr}: bdev ${devName} on ${socket} (${numQueues} queue(s))`);
     return true;
   });
 
@@ -75,25 +131,31 @@ export function registerVhostRpcs(t: RpcTable<AppContext>): void {
     if (name !== undefined && all.length === 0) {
       throw new BdevNotFoundError(`vhost controller ${name}`);
     }
-    return all.map((c) => ({
+    return Promise.all(all.map(async (c) => ({
       ctrlr: c.ctrlr,
+      cpumask: formatCpumask([ctx.reactorCores[c.reactor] ?? 0]),
       socket: c.socket,
-      // sluice's addition to SPDK's reply: whether a front-end is connected now.
-      connected: c.server.connected,
+      // sluice's additions to SPDK's reply: the reactor serving it (0: the main
+      // thread) and whether a front-end is connected now.
+      reactor: c.reactor,
+      connected: await isConnected(c),
       backend_specific: {
         block: { bdev: c.devName, readonly: c.readonly, num_queues: c.numQueues },
       },
-    }));
+    })));
   });
 
   t.register("vhost_controller_disconnect", {
     help: "Drop the VM front-end connected to a vhost controller; the socket stays (params: ctrlr)",
-  }, (p, ctx) => {
+  }, async (p, ctx) => {
     const ctrlr = p.str("ctrlr");
     p.done();
     const c = table(ctx).get(ctrlr);
     if (c === undefined) throw new BdevNotFoundError(`vhost controller ${ctrlr}`);
-    if (!c.server.disconnect()) {
+    const dropped = c.placement.kind === "main"
+      ? c.placement.server.disconnect()
+      : await c.placement.worker.request({ op: "vhost_disconnect", ctrlr }) === true;
+    if (!dropped) {
       throw new BdevInvalidError(`no VM is connected to vhost controller ${ctrlr}`);
     }
     ctx.log(`vhost controller ${ctrlr}: front-end disconnected by the operator`);
@@ -109,7 +171,7 @@ export function registerVhostRpcs(t: RpcTable<AppContext>): void {
     const c = table(ctx).get(ctrlr);
     if (c === undefined) throw new BdevNotFoundError(`vhost controller ${ctrlr}`);
     table(ctx).delete(ctrlr);
-    await c.server.close();
+    await stopController(c);
   });
 }
 
@@ -123,8 +185,62 @@ export function vhostConfigCalls(ctx: AppContext): RpcCall[] {
       socket: c.socket,
       num_queues: c.numQueues,
       readonly: c.readonly,
+      ...(c.cpumask === null ? {} : { cpumask: c.cpumask }),
     },
   }));
+}
+
+async function isConnected(c: Controller): Promise<boolean> {
+  if (c.placement.kind === "main") return c.placement.server.connected;
+  try {
+    return await c.placement.worker.request({ op: "vhost_connected", ctrlr: c.ctrlr }) === true;
+  } catch {
+    return false; // the worker is gone: nothing is connected to it
+  }
+}
+
+/** Stops serving a controller (draining its rings) and lets go of what it held. */
+async function stopController(c: Controller): Promise<void> {
+  if (c.placement.kind === "main") {
+    await c.placement.server.close();
+    return;
+  }
+  const { worker, desc } = c.placement;
+  try {
+    await worker.request({ op: "vhost_delete", ctrlr: c.ctrlr });
+    await worker.closeReplica(c.devName);
+  } finally {
+    desc.close();
+  }
+}
+
+/**
+ * The reactor a new controller goes to: among those `cpumask` names (all
+ * when absent), the one serving the fewest controllers; on a tie a worker
+ * before the main thread, which also runs the control plane and the
+ * NVMe/TCP target.
+ * @throws {BdevInvalidError} when the mask names no reactor of this appliance
+ */
+function chooseReactor(ctx: AppContext, existing: Controller[], cpumask: string | null): number {
+  const cores = cpumask === null ? null : new Set(parseCpumask(cpumask));
+  const candidates: number[] = [];
+  ctx.reactorCores.forEach((core, i) => {
+    if (cores === null || cores.has(core)) candidates.push(i);
+  });
+  if (candidates.length === 0) {
+    throw new BdevInvalidError(
+      `cpumask ${cpumask} names no core with a reactor; this appliance runs reactors on ${
+        formatCpumask(ctx.reactorCores)
+      } (serve --cpumask)`,
+    );
+  }
+  const load = (i: number) => existing.filter((c) => c.reactor === i).length;
+  let best = candidates[0] as number;
+  for (const i of candidates) {
+    const better = load(i) < load(best) || (load(i) === load(best) && best === 0 && i !== 0);
+    if (better) best = i;
+  }
+  return best;
 }
 
 /** Stops every controller of the appliance. */
@@ -132,5 +248,5 @@ export async function shutdownVhost(ctx: AppContext): Promise<void> {
   const m = controllers.get(ctx);
   if (m === undefined) return;
   controllers.delete(ctx);
-  await Promise.all([...m.values()].map((c) => c.server.close()));
+  await Promise.all([...m.values()].map(stopController));
 }

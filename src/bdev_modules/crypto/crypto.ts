@@ -34,7 +34,10 @@ import {
 } from "../../bdev/mod.ts";
 import { Vbdev, VbdevChannel } from "../../bdev/vbdev.ts";
 import type { KeyStore } from "../../crypto/keys.ts";
-import type { XtsKey } from "../../crypto/xts.ts";
+import type { XtsEngine, XtsKey } from "../../crypto/xts.ts";
+import type { CryptoReplicaSpec } from "../../bdev/replica.ts";
+import { createWasmXtsEngine } from "../../crypto/wasm_xts.ts";
+import { loadNativeXtsEngine } from "../../crypto/engines.ts";
 
 /** Parameters of bdev_crypto_create (SPDK's names, plus the data-unit size). */
 export interface CryptoCreateParams {
@@ -121,6 +124,8 @@ class CryptoBdev extends Vbdev<CryptoChannel> {
   readonly dataUnitSize: number;
   readonly unitsPerBlock: number;
   readonly pieceBlocks: number;
+  /** The engine `key` was loaded into (a replica loads its copy into the same kind). */
+  readonly engineName: "wasm" | "native";
 
   /** Takes `key` (loaded for this bdev); claims and opens the base. */
   constructor(
@@ -133,6 +138,7 @@ class CryptoBdev extends Vbdev<CryptoChannel> {
     this.#params = params;
     this.#keys = keys;
     this.key = key;
+    this.engineName = keys.engineName();
     this.blockSize = this.baseDesc.bdev.blockSize;
     this.dataUnitSize = params.dataUnitSize;
     this.unitsPerBlock = this.blockSize / params.dataUnitSize;
@@ -324,6 +330,22 @@ class CryptoBdev extends Vbdev<CryptoChannel> {
     };
   }
 
+  replicaSpec(): CryptoReplicaSpec | null {
+    const base = this.baseDesc.bdev.fnTable.replicaSpec?.() ?? null;
+    if (base === null) return null;
+    const p = this.#params;
+    return {
+      module: "crypto",
+      name: p.name,
+      uuid: p.uuid ?? "",
+      base,
+      keyName: p.keyName,
+      material: this.#keys.exportMaterial(p.keyName),
+      dataUnitSize: this.dataUnitSize,
+      engine: this.engineName,
+    };
+  }
+
   writeConfigJson(): RpcCall {
     const p = this.#params;
     return {
@@ -396,6 +418,36 @@ export function createCryptoBdev(
     vbdev.destruct();
     throw e;
   }
+}
+
+/**
+ * Registers a replica of a crypto bdev over the replica of its base, with
+ * its key (src/bdev/replica.ts): `keys` is the worker's own store, which
+ * takes the key material the spec carries (or zeroes it when it has it).
+ */
+export async function createCryptoReplica(
+  registry: BdevRegistry,
+  keys: KeyStore,
+  spec: CryptoReplicaSpec,
+): Promise<void> {
+  if (keys.has(spec.keyName)) spec.material.fill(0);
+  else keys.adoptMaterial(spec.keyName, spec.material);
+  let engine: XtsEngine = createWasmXtsEngine();
+  if (spec.engine === "native") {
+    const native = await loadNativeXtsEngine();
+    if (native.engine === null) {
+      throw new BdevInvalidError(`crypto replica "${spec.name}": ${native.why}`);
+    }
+    engine = native.engine;
+  }
+  keys.setEngine(engine);
+  createCryptoBdev(registry, keys, {
+    baseBdevName: spec.base.name,
+    name: spec.name,
+    keyName: spec.keyName,
+    dataUnitSize: spec.dataUnitSize,
+    uuid: spec.uuid,
+  });
 }
 
 /** Deletes a crypto bdev; its base and its key stay. */

@@ -49,6 +49,7 @@
  * ```
  * @module
  */
+import type { FileReplicaSpec } from "../../bdev/replica.ts";
 import {
   BDEV_IO_MAX_IOVS,
   type BdevCompleter,
@@ -107,7 +108,7 @@ export interface FileCreateParams {
 }
 
 /** What {@link openFileTarget} found out about the file. */
-interface FileTarget {
+export interface FileTarget {
   filename: string;
   /** The descriptor for aligned I/O (O_DIRECT when `direct`). */
   fd: number;
@@ -641,8 +642,12 @@ class FileBdev implements BdevFnTable<FileChannel> {
   #punchHole = true;
   #zeroRange = true;
   #closed = false;
+  /** A replica borrows the original's descriptors and never closes them. */
+  readonly #borrowed: boolean;
 
-  constructor(params: FileCreateParams, t: FileTarget, blockSize: number) {
+  /** `borrowed`: the descriptors belong to the original (a replica: src/bdev/replica.ts). */
+  constructor(params: FileCreateParams, t: FileTarget, blockSize: number, borrowed = false) {
+    this.#borrowed = borrowed;
     this.name = params.name;
     this.blockSize = blockSize;
     this.#params = params;
@@ -683,8 +688,10 @@ class FileBdev implements BdevFnTable<FileChannel> {
   destruct(): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#t.bufferedFd !== this.#t.fd) sym.close(this.#t.bufferedFd);
-    sym.close(this.#t.fd);
+    if (!this.#borrowed) {
+      if (this.#t.bufferedFd !== this.#t.fd) sym.close(this.#t.bufferedFd);
+      sym.close(this.#t.fd);
+    }
     this.#zeroBuffer.unmap();
   }
 
@@ -701,6 +708,17 @@ class FileBdev implements BdevFnTable<FileChannel> {
       ...(t.blockDevice ? { logical_block_size: t.logicalBlockSize } : {}),
       fallocate_punch_hole: this.#punchHole,
       fallocate_zero_range: this.#zeroRange,
+    };
+  }
+
+  replicaSpec(): FileReplicaSpec {
+    return {
+      module: "file",
+      name: this.name,
+      uuid: this.uuid,
+      params: { ...this.#params },
+      target: { ...this.#t },
+      blockSize: this.blockSize,
     };
   }
 
@@ -729,8 +747,7 @@ class FileBdev implements BdevFnTable<FileChannel> {
 export function createFileBdev(registry: BdevRegistry, params: FileCreateParams): string {
   validateParams(params);
   const own: FileCreateParams = { ...params };
-  const readonly = own.readonly === true;
-  const t = openFileTarget(own.filename, readonly, own.direct !== false);
+  const t = openFileTarget(own.filename, own.readonly === true, own.direct !== false);
   let fnTable: FileBdev | undefined;
   try {
     // O_DIRECT offsets and lengths must be multiples of the device's logical
@@ -753,26 +770,7 @@ export function createFileBdev(registry: BdevRegistry, params: FileCreateParams)
       );
     }
     fnTable = new FileBdev(own, t, blockSize);
-    const bdev = registry.register({
-      name: own.name,
-      module: "file",
-      productName: t.blockDevice ? "File disk (block device)" : "File disk",
-      blockSize,
-      numBlocks: t.sizeBytes / blockSize,
-      uuid: own.uuid,
-      ioTypes: readonly ? [BdevIoType.Read, BdevIoType.Flush] : [
-        BdevIoType.Read,
-        BdevIoType.Write,
-        BdevIoType.Unmap,
-        BdevIoType.WriteZeroes,
-        BdevIoType.Flush,
-      ],
-      writeCache: true,
-      requiredAlignment: t.direct ? Math.max(t.memAlign, t.offsetAlign) : 1,
-      fnTable,
-    });
-    fnTable.uuid = bdev.uuid;
-    return bdev.name;
+    return registerFile(registry, fnTable, own, t, blockSize);
   } catch (e) {
     if (fnTable !== undefined) fnTable.destruct();
     else {
@@ -781,6 +779,53 @@ export function createFileBdev(registry: BdevRegistry, params: FileCreateParams)
     }
     throw e;
   }
+}
+
+/** Registers a replica of a file bdev over the original's descriptors (src/bdev/replica.ts). */
+export function createFileReplica(registry: BdevRegistry, spec: FileReplicaSpec): void {
+  const fnTable = new FileBdev(spec.params, spec.target, spec.blockSize, true);
+  try {
+    registerFile(
+      registry,
+      fnTable,
+      { ...spec.params, uuid: spec.uuid },
+      spec.target,
+      spec.blockSize,
+    );
+  } catch (e) {
+    fnTable.destruct();
+    throw e;
+  }
+}
+
+function registerFile(
+  registry: BdevRegistry,
+  fnTable: FileBdev,
+  own: FileCreateParams,
+  t: FileTarget,
+  blockSize: number,
+): string {
+  const readonly = own.readonly === true;
+  const bdev = registry.register({
+    name: own.name,
+    module: "file",
+    productName: t.blockDevice ? "File disk (block device)" : "File disk",
+    blockSize,
+    numBlocks: t.sizeBytes / blockSize,
+    uuid: own.uuid,
+    ioTypes: readonly ? [BdevIoType.Read, BdevIoType.Flush] : [
+      BdevIoType.Read,
+      BdevIoType.Write,
+      BdevIoType.Unmap,
+      BdevIoType.WriteZeroes,
+      BdevIoType.Flush,
+    ],
+    writeCache: true,
+    requiredAlignment: t.direct ? Math.max(t.memAlign, t.offsetAlign) : 1,
+    fnTable,
+  });
+  fnTable.uuid = bdev.uuid;
+  return bdev.name;
 }
 
 /** Deletes a file bdev (refuses other modules' bdevs); the file stays. */

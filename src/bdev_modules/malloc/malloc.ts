@@ -18,6 +18,7 @@ import {
   type RpcCall,
 } from "../../bdev/mod.ts";
 import { sym } from "../../../ffi/libc.ts";
+import type { MallocReplicaSpec } from "../../bdev/replica.ts";
 
 const PROT_READ = 1, PROT_WRITE = 2;
 const MAP_PRIVATE = 0x02, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
@@ -46,10 +47,21 @@ class MallocBdev implements BdevFnTable<MallocChannel> {
   readonly #bytes: number;
   #ptr: Deno.PointerValue;
   #storage: Uint8Array;
+  /** A replica borrows the original's mapping and never unmaps it. */
+  readonly #borrowed: boolean;
 
-  constructor(params: MallocCreateParams) {
+  /** Maps fresh storage, or uses the mapping at `borrowed` (a replica: src/bdev/replica.ts). */
+  constructor(params: MallocCreateParams, borrowed?: bigint) {
     this.#params = params;
     this.#bytes = params.numBlocks * params.blockSize;
+    this.#borrowed = borrowed !== undefined;
+    if (borrowed !== undefined) {
+      const p = Deno.UnsafePointer.create(borrowed);
+      if (p === null) throw new BdevInvalidError(`malloc replica "${params.name}": null mapping`);
+      this.#ptr = p;
+      this.#storage = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(p, this.#bytes));
+      return;
+    }
     const ptr = sym.mmap(
       null,
       BigInt(this.#bytes),
@@ -126,12 +138,24 @@ class MallocBdev implements BdevFnTable<MallocChannel> {
     if (this.#ptr === null) return;
     // Drop the view first: a view must never outlive its mapping.
     this.#storage = new Uint8Array(0);
-    sym.munmap(this.#ptr, BigInt(this.#bytes));
+    if (!this.#borrowed) sym.munmap(this.#ptr, BigInt(this.#bytes));
     this.#ptr = null;
   }
 
   dumpInfoJson(): Record<string, unknown> {
     return {};
+  }
+
+  replicaSpec(): MallocReplicaSpec {
+    const p = this.#params;
+    return {
+      module: "malloc",
+      name: p.name,
+      uuid: p.uuid ?? "",
+      blockSize: p.blockSize,
+      numBlocks: p.numBlocks,
+      address: BigInt(Deno.UnsafePointer.value(this.#ptr)),
+    };
   }
 
   writeConfigJson(): RpcCall {
@@ -157,7 +181,14 @@ export function createMallocBdev(registry: BdevRegistry, params: MallocCreatePar
       } bytes exceeds the ${MALLOC_MAX_BYTES}-byte limit`,
     );
   }
-  const fnTable = new MallocBdev(params);
+  return registerMalloc(registry, params, new MallocBdev(params));
+}
+
+function registerMalloc(
+  registry: BdevRegistry,
+  params: MallocCreateParams,
+  fnTable: MallocBdev,
+): string {
   try {
     const bdev = registry.register({
       name: params.name,
@@ -181,6 +212,17 @@ export function createMallocBdev(registry: BdevRegistry, params: MallocCreatePar
     fnTable.destruct();
     throw e;
   }
+}
+
+/** Registers a replica of a malloc bdev over the original's mapping (src/bdev/replica.ts). */
+export function createMallocReplica(registry: BdevRegistry, spec: MallocReplicaSpec): void {
+  const params = {
+    name: spec.name,
+    numBlocks: spec.numBlocks,
+    blockSize: spec.blockSize,
+    uuid: spec.uuid,
+  };
+  registerMalloc(registry, params, new MallocBdev(params, spec.address));
 }
 
 /** Deletes a malloc bdev (refuses other modules' bdevs). */

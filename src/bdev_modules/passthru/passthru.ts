@@ -12,6 +12,7 @@ import {
   type RpcCall,
 } from "../../bdev/mod.ts";
 import { Vbdev, type VbdevChannel } from "../../bdev/vbdev.ts";
+import type { PassthruReplicaSpec } from "../../bdev/replica.ts";
 
 /** Parameters of bdev_passthru_create (SPDK's names). */
 export interface PassthruCreateParams {
@@ -30,6 +31,13 @@ class PassthruBdev extends Vbdev {
 
   getIoChannel(completer: BdevCompleter, thread: IoThread, poolSize: number): VbdevChannel {
     return this.makeChannel(completer, thread, poolSize);
+  }
+
+  replicaSpec(): PassthruReplicaSpec | null {
+    const base = this.baseDesc.bdev.fnTable.replicaSpec?.() ?? null;
+    if (base === null) return null;
+    const p = this.#params;
+    return { module: "passthru", name: p.name, uuid: p.uuid ?? "", base };
   }
 
   writeConfigJson(): RpcCall {
