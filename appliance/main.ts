@@ -32,6 +32,7 @@ import {
 } from "../src/crypto/engines.ts";
 import { loadKeyFile } from "../src/crypto/keys.ts";
 import { configureGuestWindow } from "../wasm/kernels.ts";
+import { allowedCores, formatCpumask, parseCpumask } from "../src/worker/cpumask.ts";
 import type { startAdmin as StartAdmin } from "./web/start.ts";
 import { LogRing } from "./web/log_ring.ts";
 
@@ -86,6 +87,12 @@ Options:
                       memory for VM memory shared over vhost-user, so rings are parsed in WASM
                       in place. Virtual only: it costs no RAM. VMs that do not fit are served
                       all the same, with rings parsed in TypeScript. 0 turns it off.
+  --cpumask MASK      Cores to run data-path reactors on, as a hex mask (0x3) or a list
+                      ([0,2-3]); "all" is every core this process may use. The first core's
+                      reactor is the main thread's (it also runs RPC, the web admin and the
+                      NVMe/TCP target); each further core gets a data-path worker pinned to it,
+                      where vhost-user-blk controllers are placed (their cpumask picks one).
+                      Default 0x1: one reactor. docs/architecture.md "Data-path workers".
   --admin-listen A:P  Where the web admin listens (default ${DEFAULT_ADMIN_LISTEN}); "off" turns it
                       off. Its password is printed once at the first start (docs/admin.md).
                       When the default port is taken, the appliance serves without it.
@@ -202,6 +209,31 @@ async function loadAdmin(required: boolean): Promise<typeof StartAdmin | null | 
   }
 }
 
+/**
+ * `--cpumask`: the reactors' cores, each one this process may run on.
+ * Workers are pinned only when the operator named the cores.
+ */
+function parseServeCpumask(opt: string | undefined): { list: number[]; pin: boolean } {
+  const allowed = allowedCores();
+  if (opt === undefined) return { list: [allowed[0] ?? 0], pin: false };
+  if (opt === "all") return { list: allowed, pin: true };
+  let list: number[];
+  try {
+    list = parseCpumask(opt);
+  } catch (e) {
+    throw new UsageError(`--cpumask: ${errorText(e)}`);
+  }
+  const missing = list.filter((c) => !allowed.includes(c));
+  if (missing.length > 0) {
+    throw new UsageError(
+      `--cpumask ${opt}: core(s) ${missing.join(", ")} not available to this process (it may use ${
+        formatCpumask(allowed)
+      })`,
+    );
+  }
+  return { list, pin: true };
+}
+
 async function serve(p: ParsedArgs): Promise<number> {
   if (p.options.has("help")) {
     console.log(SERVE_USAGE);
@@ -229,6 +261,7 @@ async function serve(p: ParsedArgs): Promise<number> {
   if (!Number.isInteger(windowMiB) || windowMiB < 0 || windowMiB > 3072) {
     throw new UsageError("--guest-window-mib must be an integer from 0 to 3072");
   }
+  const cores = parseServeCpumask(optString(p, "cpumask"));
   rejectUnknown(p, "serve");
   configureGuestWindow(windowMiB * 1024 * 1024);
   if (p.positional.length > 0) throw new UsageError(`unexpected argument '${p.positional[0]}'`);
@@ -242,6 +275,17 @@ async function serve(p: ParsedArgs): Promise<number> {
   const app = new App(undefined, log);
   app.start();
   try {
+    if (cores.list.length > 1) {
+      await app.startWorkers(cores.list, {
+        pin: cores.pin,
+        guestWindowBytes: windowMiB * 1024 * 1024,
+      });
+      log(
+        `reactors on cores ${cores.list.join(", ")}: the main thread's on ${
+          cores.list[0]
+        }, data-path workers on the others${cores.pin ? " (pinned)" : ""}`,
+      );
+    }
     keyStoreOf(app).setEngine((await selectXtsEngine(engineSetting, log)).engine);
     selectCrc32cEngine(crcSetting, log);
     // Keys first: crypto bdevs in the config name them.

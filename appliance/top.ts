@@ -47,14 +47,17 @@ function quantiles(cur: LatencyView, prev: LatencyView | undefined): [string, st
 export function renderTop(cur: StatsSnapshot, prev: StatsSnapshot | null): string {
   const dt = prev === null ? 0 : (cur.taken_ms - prev.taken_ms) / 1000;
   const lines: string[] = [];
-  // Busy: the share of the interval the reactor was not parked in the kernel (it used a core).
-  const r1 = cur.reactors[0];
-  const r0 = prev?.reactors[0];
-  const ran = (r1?.running_ms ?? 0) - (r0?.running_ms ?? 0);
-  const parked = (r1?.stats["parkedMs"] ?? 0) - (r0?.stats["parkedMs"] ?? 0);
-  const busyPct = ran > 0 ? Math.max(0, 100 * (1 - parked / ran)).toFixed(1) : "0.0";
+  // Busy: the share of the interval each reactor was not parked in the kernel (it used a core).
+  const busy = cur.reactors.map((r1) => {
+    const r0 = prev?.reactors.find((r) => r.id === r1.id);
+    const ran = r1.running_ms - (r0?.running_ms ?? 0);
+    const parked = (r1.stats["parkedMs"] ?? 0) - (r0?.stats["parkedMs"] ?? 0);
+    return `${ran > 0 ? Math.max(0, 100 * (1 - parked / ran)).toFixed(1) : "0.0"}%`;
+  });
   lines.push(
-    `sluice ${cur.version}  up ${cur.uptime_s} s  reactor busy ${busyPct}%  ` +
+    `sluice ${cur.version}  up ${cur.uptime_s} s  reactor${busy.length > 1 ? "s" : ""} busy ${
+      busy.join(" ")
+    }  ` +
       `NVMe/TCP connections ${
         cur.nvmf_tcp?.connections_open ?? 0
       }  vhost controllers ${cur.vhost_controllers}`,

@@ -28,6 +28,7 @@ function snap(
     }],
     reactors: [{
       id: 0,
+      core: 0,
       running_ms: takenMs,
       stats: { parkedMs },
     }],

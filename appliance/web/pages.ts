@@ -188,9 +188,10 @@ export function dashboardPage(
       )}${vmLines(vms).map((line) =>
         html`<li class="vm">${line}</li>`
       )}<li class="none" ${hostRows.length + vms.length === 0 ? "" : "hidden"}>none</li></ul>
-      <h2>Data-path reactor</h2>
-      <p id="reactor">busy <span id="busy">0</span> % of the last second (polling or working; the
-      rest parked in the kernel, using no CPU)</p>
+      <h2>Data-path reactors</h2>
+      <p id="reactor">busy <span id="busy">0</span> % of the last second, per reactor (the main
+      thread's, then each data-path worker's; polling or working, the rest parked in the kernel,
+      using no CPU)</p>
     `,
   );
 }
@@ -673,11 +674,15 @@ export const APP_JS = `"use strict";
     if (prev) {
       const dt = (s.taken_ms - prev.taken_ms) / 1000;
       if (dt > 0) {
-        const r0 = prev.reactors[0], r1 = s.reactors[0];
-        const ran = r1.running_ms - r0.running_ms;
-        const parked = r1.stats.parkedMs - r0.stats.parkedMs;
+        // One figure per reactor (0: the main thread's, then the data-path workers').
+        const busy = s.reactors.map((r1) => {
+          const r0 = prev.reactors.find((r) => r.id === r1.id);
+          const ran = r1.running_ms - (r0 ? r0.running_ms : 0);
+          const parked = (r1.stats.parkedMs || 0) - (r0 ? r0.stats.parkedMs || 0 : 0);
+          return ran > 0 ? Math.max(0, 100 * (1 - parked / ran)).toFixed(1) : "0.0";
+        });
         const b = document.getElementById("busy");
-        if (b && ran > 0) b.textContent = Math.max(0, 100 * (1 - parked / ran)).toFixed(1);
+        if (b) b.textContent = busy.join("% / ");
         for (const v of s.bdevs) {
           const p = prev.bdevs.find((x) => x.name === v.name);
           if (!p) continue;

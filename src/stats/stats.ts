@@ -75,8 +75,8 @@ export interface StatsSnapshot {
   /** Milliseconds on a monotonic clock when taken (rates are differences over this). */
   taken_ms: number;
   bdevs: BdevStatsView[];
-  /** One data-path reactor for now; an array so workers fit later. */
-  reactors: { id: number; running_ms: number; stats: Record<string, number> }[];
+  /** The data-path reactors: 0 the main thread's, then each worker's (about a second old). */
+  reactors: { id: number; core: number; running_ms: number; stats: Record<string, number> }[];
   /** The whole process: CPU time used (user + system) and resident memory. */
   process: { cpu_user_s: number; cpu_system_s: number; rss_bytes: number; start_time_s: number };
   nvmf_tcp: {
@@ -147,7 +147,20 @@ export async function collectStats(
     uptime_s: Math.round((Date.now() - ctx.startedAtMs) / 1000),
     taken_ms: Math.round(performance.now()),
     bdevs,
-    reactors: [{ id: 0, running_ms: ctx.reactor.runningMs, stats: { ...ctx.reactor.stats } }],
+    reactors: [
+      {
+        id: 0,
+        core: ctx.reactorCores[0] ?? 0,
+        running_ms: ctx.reactor.runningMs,
+        stats: { ...ctx.reactor.stats },
+      },
+      ...ctx.workers.map((w) => ({
+        id: w.index,
+        core: w.core,
+        running_ms: w.runningMs,
+        stats: { ...w.reactorStats },
+      })),
+    ],
     process: {
       cpu_user_s: cpu.user / 1e6,
       cpu_system_s: cpu.system / 1e6,

@@ -71,6 +71,8 @@ export interface VhostBlkController {
   socket: string;
   /** Absent: the daemon's default. */
   numQueues?: number;
+  /** Reactors it may be placed on (serve --cpumask); absent: any. */
+  cpumask?: string;
 }
 
 /** The `vhost_blk` subsystem with these controllers. */
@@ -84,6 +86,7 @@ export function vhostBlkConfig(controllers: VhostBlkController[]) {
         dev_name: c.devName,
         socket: c.socket,
         ...(c.numQueues === undefined ? {} : { num_queues: c.numQueues }),
+        ...(c.cpumask === undefined ? {} : { cpumask: c.cpumask }),
       },
     })),
   };
