@@ -93,6 +93,7 @@ Options:
                       NVMe/TCP target); each further core gets a data-path worker pinned to it,
                       where vhost-user-blk controllers are placed (their cpumask picks one).
                       Default 0x1: one reactor. docs/architecture.md "Data-path workers".
+  --main-core N       Which core of --cpumask is the main thread's (default: the lowest)
   --admin-listen A:P  Where the web admin listens (default ${DEFAULT_ADMIN_LISTEN}); "off" turns it
                       off. Its password is printed once at the first start (docs/admin.md).
                       When the default port is taken, the appliance serves without it.
@@ -213,15 +214,27 @@ async function loadAdmin(required: boolean): Promise<typeof StartAdmin | null | 
  * `--cpumask`: the reactors' cores, each one this process may run on.
  * Workers are pinned only when the operator named the cores.
  */
-function parseServeCpumask(opt: string | undefined): { list: number[]; pin: boolean } {
+function parseServeCpumask(
+  opt: string | undefined,
+  mainCore: string | undefined,
+): { list: number[]; pin: boolean } {
   const allowed = allowedCores();
-  if (opt === undefined) return { list: [allowed[0] ?? 0], pin: false };
-  if (opt === "all") return { list: allowed, pin: true };
+  if (opt === undefined) {
+    if (mainCore !== undefined) throw new UsageError("--main-core needs --cpumask");
+    return { list: [allowed[0] ?? 0], pin: false };
+  }
   let list: number[];
   try {
-    list = parseCpumask(opt);
+    list = opt === "all" ? allowed : parseCpumask(opt);
   } catch (e) {
     throw new UsageError(`--cpumask: ${errorText(e)}`);
+  }
+  if (mainCore !== undefined) {
+    const m = Number(mainCore);
+    if (!list.includes(m)) {
+      throw new UsageError(`--main-core ${mainCore} is not a core of --cpumask ${opt}`);
+    }
+    list = [m, ...list.filter((c) => c !== m)];
   }
   const missing = list.filter((c) => !allowed.includes(c));
   if (missing.length > 0) {
@@ -261,7 +274,7 @@ async function serve(p: ParsedArgs): Promise<number> {
   if (!Number.isInteger(windowMiB) || windowMiB < 0 || windowMiB > 3072) {
     throw new UsageError("--guest-window-mib must be an integer from 0 to 3072");
   }
-  const cores = parseServeCpumask(optString(p, "cpumask"));
+  const cores = parseServeCpumask(optString(p, "cpumask"), optString(p, "main-core"));
   rejectUnknown(p, "serve");
   configureGuestWindow(windowMiB * 1024 * 1024);
   if (p.positional.length > 0) throw new UsageError(`unexpected argument '${p.positional[0]}'`);

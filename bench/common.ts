@@ -15,9 +15,9 @@ export class Children {
     this.pin = pin;
   }
 
-  /** `cmd args` on `cpu` (through taskset when pinning). */
+  /** `cmd args` on `cpu` (a core, or a taskset list such as "0,1"; through taskset when pinning). */
   spawn(
-    cpu: number,
+    cpu: number | string,
     cmd: string,
     args: string[],
     stdout: "piped" | "null" = "piped",

@@ -192,13 +192,39 @@ async function median(
 // ---------------------------------------------------------------------------
 // The back-ends.
 
-function sluiceConfig(socket: string, mib: number): unknown {
+function sluiceConfig(socket: string, mib: number, cpumask?: string): unknown {
   return {
     subsystems: [
       mallocBdevConfig("Malloc0", (mib * 2 ** 20) / 512),
-      vhostBlkConfig([{ ctrlr: "vhost.bench", devName: "Malloc0", socket, numQueues: 1 }]),
+      vhostBlkConfig([{ ctrlr: "vhost.bench", devName: "Malloc0", socket, numQueues: 1, cpumask }]),
     ],
   };
+}
+
+/**
+ * `sluice serve` with the controller on a data-path worker pinned to the
+ * back-end CPU; the main thread (idle here: no RPC, no NVMe/TCP) is on the
+ * client's CPU, so the worker has its core as the one-reactor daemon has.
+ */
+async function startSluiceWorker(
+  kids: Children,
+  dir: string,
+  socket: string,
+): Promise<Deno.ChildProcess> {
+  await Deno.writeTextFile(
+    `${dir}/config.json`,
+    JSON.stringify(sluiceConfig(socket, VOLUME_MIB, `0x${(1 << BACKEND_CPU).toString(16)}`)),
+  );
+  const mask = `0x${((1 << BACKEND_CPU) | (1 << CLIENT_CPU)).toString(16)}`;
+  const child = kids.spawn(
+    `${BACKEND_CPU},${CLIENT_CPU}`,
+    Deno.execPath(),
+    ["run", "-A", MAIN, "serve", "--state-dir", dir, "--cpumask", mask, "--main-core"].concat(
+      String(CLIENT_CPU),
+    ),
+  );
+  await waitForLine(child, /ready/, "sluice serve (worker)");
+  return child;
 }
 
 /** `sluice serve` on the back-end CPU; `denoFlags` go before the script (profiling). */
@@ -321,6 +347,23 @@ async function bench(seconds: number, repeat: number): Promise<void> {
     }
     await stop(target);
 
+    // The same with the controller on a data-path worker (src/worker).
+    const wdir = `${dir}/worker`;
+    await Deno.mkdir(wdir);
+    const wsocket = `${wdir}/sluice.sock.vhost`;
+    const wtarget = await startSluiceWorker(kids, wdir, wsocket);
+    await precondition(kids, wsocket, wtarget.pid);
+    const onWorker = new Map<string, Figures>();
+    for (const row of ROWS) {
+      const f = await median(repeat, () => perf(kids, wsocket, row.rw, row.qd, seconds));
+      onWorker.set(rowName(row), f);
+      console.log(
+        `  sluice (worker) ${rowName(row)}: ${k(f.iops)} IOPS (runs ${k(f.min)}-${k(f.max)}), ` +
+          `avg ${f1(f.avgUs)} us`,
+      );
+    }
+    await stop(wtarget);
+
     // qemu-storage-daemon, file in /dev/shm and null-co.
     let qsdNote = "";
     const qsd = new Map<string, Figures>();
@@ -357,6 +400,8 @@ async function bench(seconds: number, repeat: number): Promise<void> {
         "avg us",
         "p50 us",
         "p99 us",
+        "on a worker IOPS",
+        "worker/main",
         "qsd file IOPS",
         "qsd avg us",
         "sluice/qsd",
@@ -370,6 +415,7 @@ async function bench(seconds: number, repeat: number): Promise<void> {
       ROWS.map((row) => {
         const name = rowName(row);
         const o = ours.get(name) as Figures;
+        const w = onWorker.get(name);
         const q = qsd.get(name);
         const n = nul.get(name);
         const u = uring.get(name);
@@ -391,6 +437,8 @@ async function bench(seconds: number, repeat: number): Promise<void> {
           f1(o.avgUs),
           f1(o.p50Us),
           f1(o.p99Us),
+          w ? k(w.iops) : "-",
+          w ? ratio(w.iops, o.iops) : "-",
           q ? k(q.iops) : "-",
           q ? f1(q.avgUs) : "-",
           q ? ratio(o.iops, q.iops) : "-",
@@ -405,7 +453,8 @@ async function bench(seconds: number, repeat: number): Promise<void> {
     );
     console.log(
       `\nsluice: \`sluice serve\`, ${VOLUME_MIB} MiB malloc bdev (written once first), one ` +
-        "vhost-user-blk queue. qsd file: qemu-storage-daemon " +
+        'vhost-user-blk queue, on the main thread\'s reactor; "on a worker": the same daemon with ' +
+        "--cpumask and the controller on a data-path worker pinned to the back-end CPU. qsd file: qemu-storage-daemon " +
         `(${QSD}), driver=file on a ${VOLUME_MIB} MiB fallocated file in /dev/shm, ` +
         "cache.direct=off, num-queues=1, a fresh daemon per run; both copy the data (like with " +
         "like). qsd io_uring: the same with aio=io_uring instead of its default thread pool (its " +

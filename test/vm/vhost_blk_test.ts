@@ -39,15 +39,29 @@ async function startSluice(
   nvmfPort: number,
   output: string[],
 ): Promise<Daemon> {
+  // The multiqueue device is served by a data-path worker (serve --cpumask 0x3, controller
+  // cpumask 0x2): its rings, requests and replica of Malloc0 live on another thread than the
+  // main reactor; the single-queue one stays on the main reactor.
+  const worker = numQueues > 1;
   const config = {
     subsystems: [
       mallocBdevConfig("Malloc0", NUM_BLOCKS),
-      vhostBlkConfig([{ ctrlr: "vhost.0", devName: "Malloc0", socket, numQueues }]),
+      vhostBlkConfig([{
+        ctrlr: "vhost.0",
+        devName: "Malloc0",
+        socket,
+        numQueues,
+        ...(worker ? { cpumask: "0x2" } : {}),
+      }]),
     ],
   };
   return await startDaemon(dir, {
     config,
-    args: ["--nvmf-listen", `127.0.0.1:${nvmfPort}`],
+    args: [
+      "--nvmf-listen",
+      `127.0.0.1:${nvmfPort}`,
+      ...(worker ? ["--cpumask", "0x3"] : []),
+    ],
     echo: true,
     onOutput: (text) => output.push(text),
   });
@@ -123,6 +137,12 @@ for (const numQueues of [1, 4]) {
         "cache",
         "filesystem",
       ]);
+      if (numQueues > 1) {
+        assert.ok(
+          sluice.log.some((l) => l.includes("(4 queue(s), reactor 1 on core 1)")),
+          `controller not on the worker:\n${sluice.log.join("\n")}`,
+        );
+      }
       // QEMU forwarded the guest's cache-mode switch (SET_CONFIG) and sluice applied it.
       assert.ok(
         output.join("").includes("cache mode write through"),
