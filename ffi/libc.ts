@@ -139,6 +139,14 @@ export function close(fd: number): void {
   check("close", sym.close(fd), `fd ${fd}`);
 }
 
+/** F_DUPFD_CLOEXEC: fcntl's dup with close-on-exec set. */
+const F_DUPFD_CLOEXEC = 1030;
+
+/** A new descriptor for the same open file (close-on-exec), throwing on failure. */
+export function dupFd(fd: number): number {
+  return check("fcntl(F_DUPFD_CLOEXEC)", sym.fcntl(fd, F_DUPFD_CLOEXEC, 0n), `fd ${fd}`);
+}
+
 /** eventfd(2) with the given flags (EFD_NONBLOCK | EFD_CLOEXEC by default). */
 export function eventfd(initval = 0, flags = EFD_NONBLOCK | EFD_CLOEXEC): number {
   return check("eventfd", sym.eventfd(initval, flags));

@@ -15,8 +15,8 @@
  * the worker; a replica never frees the storage it borrows.
  *
  * Modules that can be replicated implement {@link BdevFnTable.replicaSpec}.
- * NVMe (one queue pair, owned by the main thread) and error injection
- * (its state is per bdev object) cannot: serve those from the main reactor.
+ * NVMe (one queue pair, owned by the main thread) cannot: serve it from the
+ * main reactor. An error bdev's replica shares its injection table.
  * @module
  */
 import { type Bdev, BdevIoStats, type BdevRegistry, LATENCY_BUCKETS } from "./bdev.ts";
@@ -27,6 +27,7 @@ import { createMallocReplica } from "../bdev_modules/malloc/malloc.ts";
 import { createFileReplica } from "../bdev_modules/file/file.ts";
 import { createCryptoReplica } from "../bdev_modules/crypto/crypto.ts";
 import { createPassthruBdev } from "../bdev_modules/passthru/passthru.ts";
+import { createErrorReplica } from "../bdev_modules/error/error.ts";
 
 /** Geometry every replica repeats from its original. */
 interface ReplicaCommon {
@@ -69,12 +70,21 @@ export interface PassthruReplicaSpec extends ReplicaCommon {
   base: ReplicaSpec;
 }
 
+/** An error bdev's replica: over a replica of its base, sharing its injection table. */
+export interface ErrorReplicaSpec extends ReplicaCommon {
+  module: "error";
+  base: ReplicaSpec;
+  /** The original's injection table (shared, not copied, by postMessage). */
+  table: SharedArrayBuffer;
+}
+
 /** Everything a worker needs to open a replica; structured-clonable. */
 export type ReplicaSpec =
   | MallocReplicaSpec
   | FileReplicaSpec
   | CryptoReplicaSpec
-  | PassthruReplicaSpec;
+  | PassthruReplicaSpec
+  | ErrorReplicaSpec;
 
 /**
  * The spec of a replica of `bdev`.
@@ -94,14 +104,14 @@ export function replicaSpecOf(bdev: Bdev): ReplicaSpec {
 /** Zeroes the key material in a spec (after posting it: the clone went to the worker). */
 export function wipeReplicaSpec(spec: ReplicaSpec): void {
   if (spec.module === "crypto") spec.material.fill(0);
-  if (spec.module === "crypto" || spec.module === "passthru") wipeReplicaSpec(spec.base);
+  if (spec.module === "crypto" || spec.module === "passthru" || spec.module === "error") {
+    wipeReplicaSpec(spec.base);
+  }
 }
 
 /** Every bdev a spec builds, bases first. */
 function chain(spec: ReplicaSpec): ReplicaSpec[] {
-  return spec.module === "crypto" || spec.module === "passthru"
-    ? [...chain(spec.base), spec]
-    : [spec];
+  return spec.module === "malloc" || spec.module === "file" ? [spec] : [...chain(spec.base), spec];
 }
 
 /**
@@ -133,9 +143,7 @@ export class ReplicaSet {
         } else {
           await this.#create(s);
           this.#users.set(s.name, 1);
-          if (s.module === "crypto" || s.module === "passthru") {
-            this.#bases.set(s.name, s.base.name);
-          }
+          if (s.module !== "malloc" && s.module !== "file") this.#bases.set(s.name, s.base.name);
           if (s.module === "crypto") this.#keyOf.set(s.name, s.keyName);
         }
         opened.push(s.name);
@@ -157,6 +165,9 @@ export class ReplicaSet {
         return;
       case "crypto":
         await createCryptoReplica(this.#registry, this.#keys, s);
+        return;
+      case "error":
+        createErrorReplica(this.#registry, s);
         return;
       case "passthru":
         createPassthruBdev(this.#registry, {

@@ -9,21 +9,27 @@ import { BdevExistsError, BdevInvalidError, BdevNotFoundError } from "../bdev/er
 import type { AppContext } from "../rpc/context.ts";
 import type { RpcTable } from "../rpc/rpc.ts";
 import { VhostBlkBackend, type VhostBlkOptions } from "./blk_backend.ts";
+import { ShardedVhostBackend } from "./sharded.ts";
 import { VhostUserServer } from "./server.ts";
 import type { BdevDesc } from "../bdev/mod.ts";
 import { replicaSpecOf, wipeReplicaSpec } from "../bdev/replica.ts";
 import type { DataPathWorker } from "../worker/workers.ts";
 import { formatCpumask, parseCpumask } from "../worker/cpumask.ts";
 
-/** Where a controller runs: the main thread's reactor or a worker's. */
+/** A worker serving a replica of the controller's bdev, and the original held open meanwhile. */
+interface WorkerHold {
+  worker: DataPathWorker;
+  desc: BdevDesc;
+}
+
+/**
+ * Where a controller runs: wholly on a worker, or with its socket and
+ * session on the main thread, its queues on the main reactor and (spread)
+ * on workers through queue shards (src/vhost_user/sharded.ts).
+ */
 type Placement =
-  | { kind: "main"; server: VhostUserServer }
-  | {
-    kind: "worker";
-    worker: DataPathWorker;
-    /** The original bdev, held open while the worker serves its replica. */
-    desc: BdevDesc;
-  };
+  | { kind: "main"; server: VhostUserServer; holds: WorkerHold[] }
+  | { kind: "worker"; server: null; holds: [WorkerHold] };
 
 interface Controller {
   ctrlr: string;
@@ -33,8 +39,10 @@ interface Controller {
   readonly: boolean;
   /** The cpumask the operator gave (saved as given), or null. */
   cpumask: string | null;
-  /** Reactor index it was placed on (0: the main thread). */
+  /** Reactor index of its socket and session (0: the main thread). */
   reactor: number;
+  /** Reactor index of each queue. */
+  queueReactors: number[];
   placement: Placement;
 }
 
@@ -74,50 +82,90 @@ export function registerVhostRpcs(t: RpcTable<AppContext>): void {
     const m = table(ctx);
     if (m.has(ctrlr)) throw new BdevExistsError(`vhost controller ${ctrlr}`);
     const bdev = ctx.bdevs.get(devName); // a clear "no bdev" error before anything is opened
-    const reactor = chooseReactor(ctx, [...m.values()], cpumask);
-    let placement: Placement;
-    if (reactor === 0) {
-      const server = serveVhostBlk({
-        socket,
-        registry: ctx.bdevs,
-        reactor: ctx.reactor,
-        bdevName: devName,
-        numQueues,
-        readOnly: readonly,
-        log: ctx.log,
-      });
-      placement = { kind: "main", server };
-    } else {
-      const worker = ctx.workers[reactor - 1] as DataPathWorker;
-      const spec = replicaSpecOf(bdev);
-      const desc = ctx.bdevs.open(devName, !readonly);
-      try {
-        await worker.openReplica(spec);
+    const queueReactors = chooseQueueReactors(ctx, [...m.values()], cpumask, numQueues);
+    const used = [...new Set(queueReactors)];
+    const onWorkers = used.filter((r) => r !== 0);
+    // Replicas first: nothing listens until every reactor involved can serve the bdev.
+    const holds: WorkerHold[] = [];
+    try {
+      for (const r of onWorkers) {
+        const worker = ctx.workers[r - 1] as DataPathWorker;
+        const spec = replicaSpecOf(bdev);
+        const desc = ctx.bdevs.open(devName, !readonly);
         try {
-          await worker.request({
-            op: "vhost_create",
-            ctrlr,
-            socket,
-            bdev: devName,
-            numQueues,
-            readonly,
-          });
+          await worker.openReplica(spec);
         } catch (e) {
-          await worker.closeReplica(devName);
+          wipeReplicaSpec(spec);
+          desc.close();
           throw e;
         }
-      } catch (e) {
-        wipeReplicaSpec(spec);
-        desc.close();
-        throw e;
+        holds.push({ worker, desc });
       }
-      placement = { kind: "worker", worker, desc };
+    } catch (e) {
+      await releaseHolds(holds, devName);
+      throw e;
     }
-    m.set(ctrlr, { ctrlr, devName, socket, numQueues, readonly, cpumask, reactor, placement });
+    let placement: Placement;
+    let reactor = 0;
+    try {
+      if (used.length === 1 && onWorkers.length === 1) {
+        // Every queue on one worker: the worker serves the whole controller.
+        reactor = used[0] as number;
+        await (holds[0] as WorkerHold).worker.request({
+          op: "vhost_create",
+          ctrlr,
+          socket,
+          bdev: devName,
+          numQueues,
+          readonly,
+        });
+        placement = { kind: "worker", server: null, holds: [holds[0] as WorkerHold] };
+      } else {
+        const o = {
+          registry: ctx.bdevs,
+          reactor: ctx.reactor,
+          bdevName: devName,
+          numQueues,
+          readOnly: readonly,
+          log: ctx.log,
+        };
+        const workers = new Map(holds.map((h) => [h.worker.index, h.worker]));
+        const server = new VhostUserServer(
+          socket,
+          () =>
+            workers.size === 0 ? new VhostBlkBackend(o) : new ShardedVhostBackend({
+              primary: new VhostBlkBackend(o),
+              queueReactors,
+              workers,
+              ctrlr,
+              bdevName: devName,
+              readOnly: readonly,
+              log: ctx.log,
+            }),
+          ctx.log,
+        );
+        placement = { kind: "main", server, holds };
+      }
+    } catch (e) {
+      await releaseHolds(holds, devName);
+      throw e;
+    }
+    m.set(ctrlr, {
+      ctrlr,
+      devName,
+      socket,
+      numQueues,
+      readonly,
+      cpumask,
+      reactor,
+      queueReactors,
+      placement,
+    });
+    const where = used.length === 1
+      ? `reactor ${reactor} on core ${ctx.reactorCores[reactor]}`
+      : `queues on reactors ${queueReactors.join(",")}`;
     ctx.log(
-      `vhost-user-blk ${ctrlr}: bdev ${devName} on ${socket} (${numQueues} queue(s), reactor ${reactor} on core ${
-        ctx.reactorCores[reactor]
-      })`,
+      `vhost-user-blk ${ctrlr}: bdev ${devName} on ${socket} (${numQueues} queue(s), ${where})`,
     );
     return true;
   });
@@ -133,11 +181,12 @@ export function registerVhostRpcs(t: RpcTable<AppContext>): void {
     }
     return Promise.all(all.map(async (c) => ({
       ctrlr: c.ctrlr,
-      cpumask: formatCpumask([ctx.reactorCores[c.reactor] ?? 0]),
+      cpumask: formatCpumask(c.queueReactors.map((r) => ctx.reactorCores[r] ?? 0)),
       socket: c.socket,
-      // sluice's additions to SPDK's reply: the reactor serving it (0: the main
-      // thread) and whether a front-end is connected now.
+      // sluice's additions to SPDK's reply: the reactor of its socket (0: the main
+      // thread), the reactor of each queue, and whether a front-end is connected now.
       reactor: c.reactor,
+      queue_reactors: c.queueReactors,
       connected: await isConnected(c),
       backend_specific: {
         block: { bdev: c.devName, readonly: c.readonly, num_queues: c.numQueues },
@@ -154,7 +203,7 @@ export function registerVhostRpcs(t: RpcTable<AppContext>): void {
     if (c === undefined) throw new BdevNotFoundError(`vhost controller ${ctrlr}`);
     const dropped = c.placement.kind === "main"
       ? c.placement.server.disconnect()
-      : await c.placement.worker.request({ op: "vhost_disconnect", ctrlr }) === true;
+      : await c.placement.holds[0].worker.request({ op: "vhost_disconnect", ctrlr }) === true;
     if (!dropped) {
       throw new BdevInvalidError(`no VM is connected to vhost controller ${ctrlr}`);
     }
@@ -193,7 +242,8 @@ export function vhostConfigCalls(ctx: AppContext): RpcCall[] {
 async function isConnected(c: Controller): Promise<boolean> {
   if (c.placement.kind === "main") return c.placement.server.connected;
   try {
-    return await c.placement.worker.request({ op: "vhost_connected", ctrlr: c.ctrlr }) === true;
+    return await c.placement.holds[0].worker.request({ op: "vhost_connected", ctrlr: c.ctrlr }) ===
+      true;
   } catch {
     return false; // the worker is gone: nothing is connected to it
   }
@@ -201,27 +251,41 @@ async function isConnected(c: Controller): Promise<boolean> {
 
 /** Stops serving a controller (draining its rings) and lets go of what it held. */
 async function stopController(c: Controller): Promise<void> {
-  if (c.placement.kind === "main") {
-    await c.placement.server.close();
-    return;
-  }
-  const { worker, desc } = c.placement;
   try {
-    await worker.request({ op: "vhost_delete", ctrlr: c.ctrlr });
-    await worker.closeReplica(c.devName);
+    if (c.placement.kind === "main") await c.placement.server.close();
+    else await c.placement.holds[0].worker.request({ op: "vhost_delete", ctrlr: c.ctrlr });
   } finally {
-    desc.close();
+    await releaseHolds(c.placement.holds, c.devName);
+  }
+}
+
+/** Closes the replicas on workers and the descriptors held for them. */
+async function releaseHolds(holds: readonly WorkerHold[], devName: string): Promise<void> {
+  for (const h of holds) {
+    try {
+      await h.worker.closeReplica(devName);
+    } catch {
+      // The worker is gone: so is its replica.
+    } finally {
+      h.desc.close();
+    }
   }
 }
 
 /**
- * The reactor a new controller goes to: among those `cpumask` names (all
- * when absent), the one serving the fewest controllers; on a tie a worker
- * before the main thread, which also runs the control plane and the
- * NVMe/TCP target.
+ * The reactor of each queue of a new controller: among those `cpumask`
+ * names (all when absent), each queue goes to the one serving the fewest
+ * queues so far; on a tie a worker before the main thread, which also runs
+ * the control plane and the NVMe/TCP target. A multiqueue controller whose
+ * mask names several reactors is so spread over them.
  * @throws {BdevInvalidError} when the mask names no reactor of this appliance
  */
-function chooseReactor(ctx: AppContext, existing: Controller[], cpumask: string | null): number {
+function chooseQueueReactors(
+  ctx: AppContext,
+  existing: Controller[],
+  cpumask: string | null,
+  numQueues: number,
+): number[] {
   const cores = cpumask === null ? null : new Set(parseCpumask(cpumask));
   const candidates: number[] = [];
   ctx.reactorCores.forEach((core, i) => {
@@ -234,13 +298,19 @@ function chooseReactor(ctx: AppContext, existing: Controller[], cpumask: string 
       } (serve --cpumask)`,
     );
   }
-  const load = (i: number) => existing.filter((c) => c.reactor === i).length;
-  let best = candidates[0] as number;
-  for (const i of candidates) {
-    const better = load(i) < load(best) || (load(i) === load(best) && best === 0 && i !== 0);
-    if (better) best = i;
+  const load = new Map<number, number>();
+  for (const c of existing) for (const r of c.queueReactors) load.set(r, (load.get(r) ?? 0) + 1);
+  const out: number[] = [];
+  for (let q = 0; q < numQueues; q++) {
+    let best = candidates[0] as number;
+    for (const i of candidates) {
+      const li = load.get(i) ?? 0, lb = load.get(best) ?? 0;
+      if (li < lb || (li === lb && best === 0 && i !== 0)) best = i;
+    }
+    load.set(best, (load.get(best) ?? 0) + 1);
+    out.push(best);
   }
-  return best;
+  return out;
 }
 
 /** Stops every controller of the appliance. */

@@ -6,6 +6,8 @@
  * @module
  */
 import type { ReplicaSpec } from "../bdev/replica.ts";
+import type { InflightDescription, LogDescription, MemoryRegion } from "../vhost_user/messages.ts";
+import type { VringConfig } from "../vhost_user/session.ts";
 
 /** What the main thread asks a worker to do. */
 export type WorkerRequest =
@@ -31,6 +33,8 @@ export type WorkerRequest =
   | { op: "vhost_delete"; ctrlr: string }
   | { op: "vhost_disconnect"; ctrlr: string }
   | { op: "vhost_connected"; ctrlr: string }
+  /** A call on queue shard `shard` (made by its "open" call). */
+  | { op: "shard"; shard: string; call: ShardCall }
   | { op: "shutdown" };
 
 /** A request with its id, as posted. */
@@ -53,3 +57,26 @@ export type WorkerMessage =
     runningMs: number;
     bdevs: ReplicaStatsList;
   };
+
+/**
+ * One call on a queue shard: a vhost-user-blk backend in a worker that
+ * serves some queues of a controller whose socket and session are on the
+ * main thread (src/vhost_user/sharded.ts). Every fd in a call is the
+ * shard's own (a dup), and the shard closes it.
+ */
+export type ShardCall =
+  | { m: "open"; bdev: string; numQueues: number; readonly: boolean; queues: number[] }
+  | { m: "setFeatures"; features: bigint }
+  | { m: "setMemTable"; regions: MemoryRegion[]; fds: number[] }
+  | { m: "addMemRegion"; region: MemoryRegion; fd: number }
+  | { m: "removeMemRegion"; region: MemoryRegion }
+  | { m: "startQueue"; index: number; vring: VringConfig }
+  | { m: "updateQueue"; index: number; vring: VringConfig }
+  | { m: "drainStop"; index: number }
+  | { m: "stopQueue"; index: number }
+  | { m: "setConfig"; offset: number; data: Uint8Array; flags: number }
+  | { m: "reset" }
+  | { m: "setInflightFd"; inflight: InflightDescription; fd: number }
+  | { m: "setLogBase"; log: LogDescription; fd: number }
+  | { m: "setLogFd"; fd: number }
+  | { m: "close" };

@@ -17,6 +17,7 @@ import type { VhostUserServer } from "../vhost_user/server.ts";
 import { serveVhostBlk } from "../vhost_user/vhost_rpc.ts";
 import { configureGuestWindow } from "../../wasm/kernels.ts";
 import { pinThread } from "./cpumask.ts";
+import { ShardHost } from "./shard_host.ts";
 import type { ReplicaStatsList, WorkerEnvelope, WorkerMessage, WorkerRequest } from "./protocol.ts";
 
 /** How often counters go to the main thread (when they changed). */
@@ -29,6 +30,8 @@ const registry = new BdevRegistry();
 const keys = new KeyStore();
 const replicas = new ReplicaSet(registry, keys);
 const controllers = new Map<string, VhostUserServer>();
+/** Queue shards of devices whose session is on the main thread (src/vhost_user/sharded.ts). */
+const shards = new Map<string, ShardHost>();
 let index = 0;
 
 function post(m: WorkerMessage): void {
@@ -117,9 +120,26 @@ async function handle(req: WorkerRequest): Promise<unknown> {
       return controllers.get(req.ctrlr)?.disconnect() ?? false;
     case "vhost_connected":
       return controllers.get(req.ctrlr)?.connected ?? false;
+    case "shard": {
+      const { shard: id, call } = req;
+      if (call.m === "open") {
+        if (shards.has(id)) throw new Error(`queue shard ${id} exists`);
+        shards.set(id, new ShardHost(registry, theReactor(), call, log, index));
+        return true;
+      }
+      const host = shards.get(id);
+      if (host === undefined) throw new Error(`no queue shard ${id} on reactor ${index}`);
+      try {
+        return await host.apply(call);
+      } finally {
+        if (call.m === "close") shards.delete(id);
+      }
+    }
     case "shutdown": {
       await Promise.all([...controllers.values()].map((s) => s.close()));
       controllers.clear();
+      await Promise.all([...shards.values()].map((h) => h.apply({ m: "close" })));
+      shards.clear();
       await replicas.closeAll();
       keys.clear();
       clearInterval(statsTimer);

@@ -8,7 +8,7 @@ import { assert, assertEquals, assertRejects } from "../testing/assert.ts";
 import { waitFor } from "../testing/wait.ts";
 import { App } from "../app.ts";
 import { Reactor } from "../reactor/mod.ts";
-import { BdevIo, BdevIoStats, runIo } from "../bdev/mod.ts";
+import { BdevIo, BdevIoStats, BdevIoType, runIo } from "../bdev/mod.ts";
 import { openVhostPerf, type VhostPerfSession } from "../perf/vhost_user_perf.ts";
 import type { VhostUserPerfDevice } from "../perf/vhost_user_device.ts";
 import { PerfJob } from "../perf/perf.ts";
@@ -17,7 +17,9 @@ import { formatCpumask, parseCpumask } from "./cpumask.ts";
 const BLOCKS = 8192; // 4 MiB of 512-byte blocks
 const KEY = { name: "k0", cipher: "AES_XTS", key: "11".repeat(32), key2: "22".repeat(32) };
 
-async function withWorkerApp(fn: (app: App, dir: string) => Promise<void>): Promise<void> {
+async function withWorkerApp(
+  fn: (app: App, dir: string, logs: string[]) => Promise<void>,
+): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "sluice-workers-" });
   const logs: string[] = [];
   // The test's front-end polls its used rings (no call eventfd), as `sluice perf` does: the
@@ -26,7 +28,7 @@ async function withWorkerApp(fn: (app: App, dir: string) => Promise<void>): Prom
   app.start();
   try {
     await app.startWorkers([0, 1], { pin: false, guestWindowBytes: 256 << 20 });
-    await fn(app, dir);
+    await fn(app, dir, logs);
   } catch (e) {
     console.error(logs.join("\n"));
     throw e;
@@ -38,6 +40,7 @@ async function withWorkerApp(fn: (app: App, dir: string) => Promise<void>): Prom
 
 /** One request through a perf device; resolves with its success. */
 function vhostIo(
+  reactor: Reactor,
   dev: VhostUserPerfDevice,
   write: boolean,
   lba: number,
@@ -46,6 +49,8 @@ function vhostIo(
   const { promise, resolve } = Promise.withResolvers<boolean>();
   dev.onDone = (_slot, ok) => resolve(ok);
   dev.submit(0, write, lba, buf.byteLength / dev.blockSize, buf);
+  // The front-end kicks from its poller: the main reactor may be parked.
+  reactor.wake();
   return promise;
 }
 
@@ -101,10 +106,34 @@ async function frontEnd(app: App, socket: string, queues = 1): Promise<VhostPerf
 let frontEnds = 0;
 const pollers = new Map<VhostPerfSession, number>();
 
-async function closeFrontEnd(app: App, s: VhostPerfSession): Promise<void> {
+async function closeFrontEnd(
+  app: App,
+  s: VhostPerfSession,
+): Promise<{ base: number; avail: number }[]> {
   const tag = pollers.get(s);
   s.devices.forEach((_d, i) => app.reactor.removePoller(`test-fe${tag}-q${i}`));
-  await s.close();
+  return await s.close();
+}
+
+/** A verified random mix on every queue of `s` at QD32 for half a second. */
+async function verifiedMix(app: App, s: VhostPerfSession): Promise<void> {
+  const jobs = s.devices.map((dev, i) => {
+    const bufs = s.buffers[i] ?? [];
+    let n = 0;
+    const job = new PerfJob(
+      dev,
+      { pattern: "randrw", readPercent: 50, ioSize: 4096, depth: 32, seconds: 0.5, verify: true },
+      () => bufs[n++] as Uint8Array,
+      i + 3,
+    );
+    dev.onDone = job.onDone;
+    return job;
+  });
+  app.reactor.wake();
+  for (const [i, r] of (await Promise.all(jobs.map((j) => j.run()))).entries()) {
+    assert(r.ios > 32, `queue ${i}: only ${r.ios} I/Os`);
+    assertEquals([r.errors, r.verifyErrors], [0, 0], `queue ${i}`);
+  }
 }
 
 /** Writes through the worker and reads on main, then the other way round. */
@@ -113,12 +142,12 @@ async function crossCheck(app: App, s: VhostPerfSession, bdev: string): Promise<
   const buf = s.buffers[0]?.[0] as Uint8Array;
   const a = pattern(1, 4096);
   buf.set(a);
-  assert(await vhostIo(dev, true, 8, buf), "write through the worker");
+  assert(await vhostIo(app.reactor, dev, true, 8, buf), "write through the worker");
   assertEquals(await readOnMain(app, bdev, 8, 4096), a, "main reads the worker's write");
   const b = pattern(2, 4096);
   await writeOnMain(app, bdev, 16, b);
   buf.fill(0);
-  assert(await vhostIo(dev, false, 16, buf), "read through the worker");
+  assert(await vhostIo(app.reactor, dev, false, 16, buf), "read through the worker");
   assertEquals(buf.slice(), b, "the worker reads main's write");
 }
 
@@ -174,31 +203,7 @@ Deno.test("workers: a controller placed on a worker serves a malloc replica; mai
       const [c2] = await app.call("vhost_get_controllers") as { connected: boolean }[];
       assert(c2?.connected);
 
-      // A verified random mix on both queues at QD32, for a moment.
-      const jobs = s.devices.map((dev, i) => {
-        const bufs = s.buffers[i] ?? [];
-        let n = 0;
-        const job = new PerfJob(
-          dev,
-          {
-            pattern: "randrw",
-            readPercent: 50,
-            ioSize: 4096,
-            depth: 32,
-            seconds: 0.5,
-            verify: true,
-          },
-          () => bufs[n++] as Uint8Array,
-          i + 3,
-        );
-        dev.onDone = job.onDone;
-        return job;
-      });
-      app.reactor.wake();
-      for (const [i, r] of (await Promise.all(jobs.map((j) => j.run()))).entries()) {
-        assert(r.ios > 32, `queue ${i}: only ${r.ios} I/Os`);
-        assertEquals([r.errors, r.verifyErrors], [0, 0], `queue ${i}`);
-      }
+      await verifiedMix(app, s);
       // The worker's counters reach the main bdev within its report interval.
       await waitFor(() => statsOf(app, "M0").writeOps > 32, "the worker's counters on main");
     } finally {
@@ -262,7 +267,20 @@ Deno.test("workers: a crypto bdev over malloc on a worker encrypts with the same
 Deno.test("workers: placement by cpumask, least-loaded with workers first; masks naming no reactor and bdevs that cannot be replicated are refused", async () => {
   await withWorkerApp(async (app, dir) => {
     await app.call("bdev_malloc_create", { name: "M0", num_blocks: BLOCKS, block_size: 512 });
-    await app.call("bdev_error_create", { base_name: "M0" });
+    // A bdev whose module has no replicas (as NVMe: one queue pair, the main thread's).
+    app.bdevs.register({
+      name: "Plain0",
+      module: "plain",
+      productName: "plain",
+      blockSize: 512,
+      numBlocks: BLOCKS,
+      ioTypes: [BdevIoType.Read],
+      fnTable: {
+        getIoChannel: () => ({ destroy() {} }),
+        submitRequest: () => {},
+        destruct: () => {},
+      },
+    });
     await assertRejects(
       () =>
         app.call("vhost_create_blk_controller", {
@@ -278,7 +296,7 @@ Deno.test("workers: placement by cpumask, least-loaded with workers first; masks
       () =>
         app.call("vhost_create_blk_controller", {
           ctrlr: "e",
-          dev_name: "EE_M0",
+          dev_name: "Plain0",
           socket: `${dir}/e.sock`,
           cpumask: "0x2",
         }),
@@ -286,11 +304,11 @@ Deno.test("workers: placement by cpumask, least-loaded with workers first; masks
       "cannot be served from a data-path worker",
     );
     // Nothing was left open by the refusals.
-    assertEquals(app.bdevs.get("EE_M0").descs.size, 0);
-    // The error bdev is served from the main reactor.
+    assertEquals(app.bdevs.get("Plain0").descs.size, 0);
+    // It is served from the main reactor.
     await app.call("vhost_create_blk_controller", {
       ctrlr: "e",
-      dev_name: "EE_M0",
+      dev_name: "Plain0",
       socket: `${dir}/e.sock`,
       cpumask: "0x1",
     });
@@ -316,5 +334,85 @@ Deno.test("workers: placement by cpumask, least-loaded with workers first; masks
     const vhost = cfg.subsystems.find((s) => s.subsystem === "vhost_blk");
     assertEquals(vhost?.config.map((c) => c.params["cpumask"]), ["0x1", undefined, undefined]);
     for (const c of ["e", "a", "b"]) await app.call("vhost_delete_controller", { ctrlr: c });
+  });
+});
+
+Deno.test("workers: a multiqueue controller is spread: queues on the worker and the main reactor, one socket; verified I/O on each, drained bases at stop", async () => {
+  await withWorkerApp(async (app, dir, logs) => {
+    await app.call("bdev_malloc_create", { name: "M0", num_blocks: BLOCKS, block_size: 512 });
+    const socket = `${dir}/spread.sock`;
+    await app.call("vhost_create_blk_controller", {
+      ctrlr: "spread",
+      dev_name: "M0",
+      socket,
+      num_queues: 4,
+    });
+    const [c] = await app.call("vhost_get_controllers") as {
+      reactor: number;
+      queue_reactors: number[];
+      cpumask: string;
+    }[];
+    // Queue by queue to the least loaded reactor, the worker first on a tie.
+    assertEquals([c?.reactor, c?.queue_reactors, c?.cpumask], [0, [1, 0, 1, 0], "0x3"]);
+    for (let round = 0; round < 2; round++) {
+      // Twice: a second front-end on the same socket gets fresh shards.
+      const s = await frontEnd(app, socket, 4);
+      let stops: { base: number; avail: number }[] = [];
+      try {
+        await verifiedMix(app, s);
+      } finally {
+        stops = await closeFrontEnd(app, s);
+      }
+      // GET_VRING_BASE: each queue, wherever it ran, stopped exactly where the driver left it.
+      assertEquals(stops.length, 4);
+      for (const st of stops) assertEquals(st.base, st.avail);
+    }
+    // Both the main thread's backend and the worker's shard mapped the guest memory, each time.
+    const maps = logs.filter((l) => l.includes("guest memory added")).length;
+    assertEquals(maps, 4, logs.join("\n"));
+    await waitFor(() => app.bdevs.get("M0").remoteStats.size === 1, "the worker's counters");
+    await app.call("vhost_delete_controller", { ctrlr: "spread" });
+    assertEquals(app.bdevs.get("M0").descs.size, 0);
+    await app.call("bdev_malloc_delete", { name: "M0" });
+  });
+});
+
+Deno.test("workers: an error bdev's replica shares its injections: armed on main, they hit the worker's I/O, num times in all", async () => {
+  await withWorkerApp(async (app, dir) => {
+    await app.call("bdev_malloc_create", { name: "M0", num_blocks: BLOCKS, block_size: 512 });
+    await app.call("bdev_error_create", { base_name: "M0" });
+    const socket = `${dir}/ee.sock`;
+    await app.call("vhost_create_blk_controller", {
+      ctrlr: "ee",
+      dev_name: "EE_M0",
+      socket,
+      cpumask: "0x2",
+    });
+    const s = await frontEnd(app, socket);
+    try {
+      const dev = s.devices[0] as VhostUserPerfDevice;
+      const buf = s.buffers[0]?.[0] as Uint8Array;
+      assert(await vhostIo(app.reactor, dev, false, 0, buf), "a read before any injection");
+      await app.call("bdev_error_inject_error", {
+        name: "EE_M0",
+        io_type: "read",
+        error_type: "failure",
+        num: 2,
+      });
+      assertEquals(await vhostIo(app.reactor, dev, false, 0, buf), false, "first injected failure");
+      assertEquals(
+        await vhostIo(app.reactor, dev, false, 0, buf),
+        false,
+        "second injected failure",
+      );
+      assert(await vhostIo(app.reactor, dev, false, 0, buf), "the injection is used up");
+      const [b] = await app.call("bdev_get_bdevs", { name: "EE_M0" }) as {
+        driver_specific: { error: { injected: Record<string, unknown> } };
+      }[];
+      assertEquals(b?.driver_specific.error.injected, {});
+    } finally {
+      await closeFrontEnd(app, s);
+    }
+    await app.call("vhost_delete_controller", { ctrlr: "ee" });
   });
 });

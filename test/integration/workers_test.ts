@@ -1,7 +1,7 @@
 /**
  * Data-path workers as an operator runs them: `sluice serve --cpumask 0x3`
- * (the main reactor and one worker), one vhost-user-blk controller on each,
- * and two `sluice perf --verify` clients at once. Then the hot-upgrade path
+ * (the main reactor and one worker), one vhost-user-blk controller on each
+ * and one spread over both, and two `sluice perf --verify` clients at once. Then the hot-upgrade path
  * for the worker's controller: SIGKILL and restart with the same state, and
  * the data written before is read back through the restarted worker.
  */
@@ -36,7 +36,7 @@ async function rpc(sock: string, method: string, ...args: string[]): Promise<unk
 
 Deno.test("workers: serve --cpumask 0x3 places controllers on the main reactor and a worker; both serve verified I/O at once; a worker-placed disk survives SIGKILL and restart", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sluice-workers-e2e-" });
-  const main = `${dir}/main.sock`, work = `${dir}/work.sock`;
+  const main = `${dir}/main.sock`, work = `${dir}/work.sock`, spread = `${dir}/spread.sock`;
   const config = {
     subsystems: [
       {
@@ -47,11 +47,13 @@ Deno.test("workers: serve --cpumask 0x3 places controllers on the main reactor a
             method: "bdev_file_create",
             params: { name: "F1", filename: `${dir}/disk1.img` },
           },
+          ...mallocBdevConfig("M2", 32768).config,
         ],
       },
       vhostBlkConfig([
         { ctrlr: "on-main", devName: "M0", socket: main, numQueues: 2, cpumask: "0x1" },
         { ctrlr: "on-worker", devName: "F1", socket: work, numQueues: 2, cpumask: "0x2" },
+        { ctrlr: "spread", devName: "M2", socket: spread, numQueues: 2, cpumask: "0x3" },
       ]),
     ],
   };
@@ -63,10 +65,13 @@ Deno.test("workers: serve --cpumask 0x3 places controllers on the main reactor a
       ctrlr: string;
       reactor: number;
       cpumask: string;
+      queue_reactors: number[];
     }[];
-    assertEquals(ctrls.map((c) => [c.ctrlr, c.reactor, c.cpumask]), [
-      ["on-main", 0, "0x1"],
-      ["on-worker", 1, "0x2"],
+    assertEquals(ctrls.map((c) => [c.ctrlr, c.reactor, c.cpumask, c.queue_reactors]), [
+      ["on-main", 0, "0x1", [0, 0]],
+      ["on-worker", 1, "0x2", [1, 1]],
+      // Two queues on each reactor so far: the worker first on the tie, then the main one.
+      ["spread", 0, "0x3", [1, 0]],
     ]);
     // Both reactors at once, each client verifying every read of what it wrote.
     const [a, b] = await Promise.all([
@@ -74,6 +79,15 @@ Deno.test("workers: serve --cpumask 0x3 places controllers on the main reactor a
       perf(work, ["-q", "32", "-w", "randrw", "-M", "50", "-c", "2", "-t", "2", "--verify"]),
     ]);
     assert(a.includes("2 queue(s)") && b.includes("2 queue(s)"), `${a}\n${b}`);
+    // One VM's queues on two reactors: each queue verifies its own half.
+    const c = await perf(spread, [
+      ...["-q", "32", "-w", "randrw", "-M", "50", "-c", "2", "-t", "1", "--verify"],
+    ]);
+    assertEquals(
+      c.split("\n").filter((l) => /^queue [12]: IOPS=\d+ .* errors=0$/.test(l)).length,
+      2,
+      c,
+    );
     // The worker's reactor did the work and reports it; the file bdev counts its I/O.
     const stats = await rpc(d.socket, "sluice_get_stats") as {
       reactors: { id: number; core: number; stats: Record<string, number> }[];
@@ -91,8 +105,9 @@ Deno.test("workers: serve --cpumask 0x3 places controllers on the main reactor a
     await d.child.status;
     d = await startDaemon(dir, { args: ["--cpumask", "0x3"] });
     const again = await rpc(d.socket, "vhost_get_controllers") as { reactor: number }[];
-    assertEquals(again.map((c) => c.reactor), [0, 1]);
+    assertEquals(again.map((c) => c.reactor), [0, 1, 0]);
     await perf(work, ["-q", "32", "-w", "randread", "-t", "1"]);
+    await perf(spread, ["-q", "8", "-w", "randwrite", "-c", "2", "-t", "1", "--verify"]);
     assertEquals(await Deno.readFile(`${dir}/disk1.img`), before, "reads changed nothing");
 
     // A mask naming no reactor of this appliance is refused with the reason.

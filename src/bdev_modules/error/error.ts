@@ -18,6 +18,7 @@ import {
   type RpcCall,
 } from "../../bdev/mod.ts";
 import { Vbdev, VbdevChannel } from "../../bdev/vbdev.ts";
+import type { ErrorReplicaSpec } from "../../bdev/replica.ts";
 
 /** What an injected error does. */
 export type ErrorType = "failure" | "delay" | "corrupt_data";
@@ -37,12 +38,80 @@ export interface InjectParams {
   corruptValue?: number;
 }
 
-interface Injection {
-  errorType: ErrorType;
-  remaining: number;
-  delayUs: number;
-  corruptOffset: number;
-  corruptValue: number;
+/** Injection kinds in the shared table; 0: none. */
+const KIND: Record<ErrorType, number> = { failure: 1, delay: 2, corrupt_data: 3 };
+const KIND_NAME: readonly (ErrorType | null)[] = [null, "failure", "delay", "corrupt_data"];
+/** Entries of the table, indexed by BdevIoType (0 unused). */
+const ENTRIES = 6;
+
+/**
+ * The armed injections, per I/O type, in shared memory: a replica of the
+ * error bdev in a data-path worker (src/bdev/replica.ts) uses the same
+ * table, so what `bdev_error_inject_error` arms on the main thread hits the
+ * worker's I/O too, and each injection fires `num` times in all. The count
+ * is taken with a compare-and-swap.
+ */
+export class InjectionTable {
+  readonly sab: SharedArrayBuffer;
+  /** Per type: kind, remaining. */
+  readonly #w: Int32Array;
+  /** Per type: delay (us), corrupt offset, corrupt value. */
+  readonly #p: Float64Array;
+
+  constructor(sab: SharedArrayBuffer = new SharedArrayBuffer(ENTRIES * 2 * 4 + ENTRIES * 3 * 8)) {
+    this.sab = sab;
+    this.#w = new Int32Array(sab, 0, ENTRIES * 2);
+    this.#p = new Float64Array(sab, ENTRIES * 2 * 4, ENTRIES * 3);
+  }
+
+  /** The kind armed for `type` with hits left (0: none). */
+  kind(type: number): number {
+    return Atomics.load(this.#w, type * 2 + 1) > 0 ? Atomics.load(this.#w, type * 2) : 0;
+  }
+
+  /** Takes one hit of `type`'s injection; false when none is left. */
+  take(type: number): boolean {
+    const i = type * 2 + 1;
+    for (;;) {
+      const r = Atomics.load(this.#w, i);
+      if (r <= 0) return false;
+      if (Atomics.compareExchange(this.#w, i, r, r - 1) === r) return true;
+    }
+  }
+
+  remaining(type: number): number {
+    return Atomics.load(this.#w, type * 2 + 1);
+  }
+
+  delayUs(type: number): number {
+    return this.#p[type * 3] as number;
+  }
+
+  corruptOffset(type: number): number {
+    return this.#p[type * 3 + 1] as number;
+  }
+
+  corruptValue(type: number): number {
+    return this.#p[type * 3 + 2] as number;
+  }
+
+  /** Arms `type`: parameters first, the count last (it makes the entry live). */
+  set(type: number, kind: ErrorType, num: number, delayUs: number, off: number, value: number) {
+    Atomics.store(this.#w, type * 2 + 1, 0);
+    this.#p[type * 3] = delayUs;
+    this.#p[type * 3 + 1] = off;
+    this.#p[type * 3 + 2] = value;
+    Atomics.store(this.#w, type * 2, KIND[kind]);
+    Atomics.store(this.#w, type * 2 + 1, num);
+  }
+
+  clear(): void {
+    for (let t = 0; t < ENTRIES; t++) Atomics.store(this.#w, t * 2 + 1, 0);
+  }
+
+  kindName(type: number): ErrorType | null {
+    return KIND_NAME[this.kind(type)] ?? null;
+  }
 }
 
 const EIO = 5;
@@ -82,12 +151,13 @@ class ErrorChannel extends VbdevChannel {
 
 class ErrorBdev extends Vbdev<ErrorChannel> {
   readonly #baseName: string;
-  /** Indexed by BdevIoType. */
-  readonly injections: (Injection | null)[] = [null, null, null, null, null, null];
+  readonly injections: InjectionTable;
+  uuid = "";
 
-  constructor(registry: BdevRegistry, baseName: string) {
+  constructor(registry: BdevRegistry, baseName: string, table = new InjectionTable()) {
     super(registry, "error", `EE_${baseName}`, baseName);
     this.#baseName = baseName;
+    this.injections = table;
   }
 
   getIoChannel(completer: BdevCompleter, thread: IoThread, poolSize: number): ErrorChannel {
@@ -95,9 +165,8 @@ class ErrorBdev extends Vbdev<ErrorChannel> {
   }
 
   override submitRequest(ch: ErrorChannel, io: BdevIo): void {
-    const inj = this.injections[io.type];
-    if (inj && inj.remaining > 0 && inj.errorType === "failure") {
-      inj.remaining--;
+    const t = this.injections;
+    if (t.kind(io.type) === KIND.failure && t.take(io.type)) {
       ch.completer.complete(io, BdevIoStatus.Failed, EIO);
       return;
     }
@@ -106,18 +175,17 @@ class ErrorBdev extends Vbdev<ErrorChannel> {
 
   protected override childCompleted(ch: ErrorChannel, child: BdevIo): void {
     const parent = child.parent as BdevIo;
-    const inj = this.injections[parent.type];
-    if (inj && inj.remaining > 0 && child.status === BdevIoStatus.Success) {
-      if (inj.errorType === "delay") {
-        inj.remaining--;
-        ch.deadlineMs[parent.slot] = performance.now() + inj.delayUs / 1000;
+    const t = this.injections, type = parent.type;
+    const kind = t.kind(type);
+    if (kind !== 0 && child.status === BdevIoStatus.Success) {
+      if (kind === KIND.delay && t.take(type)) {
+        ch.deadlineMs[parent.slot] = performance.now() + t.delayUs(type) / 1000;
         child.next = ch.delayedHead;
         ch.delayedHead = child;
         return;
       }
-      if (inj.errorType === "corrupt_data" && parent.type === BdevIoType.Read) {
-        inj.remaining--;
-        corrupt(parent, inj.corruptOffset, inj.corruptValue);
+      if (kind === KIND.corrupt_data && type === BdevIoType.Read && t.take(type)) {
+        corrupt(parent, t.corruptOffset(type), t.corruptValue(type));
       }
     }
     this.finish(ch, child, child.status, child.errno);
@@ -149,7 +217,7 @@ class ErrorBdev extends Vbdev<ErrorChannel> {
 
   inject(p: InjectParams): void {
     if (p.ioType === "clear") {
-      this.injections.fill(null);
+      this.injections.clear();
       return;
     }
     const types = p.ioType === "all"
@@ -164,25 +232,32 @@ class ErrorBdev extends Vbdev<ErrorChannel> {
       throw new BdevInvalidError('corrupt_data applies to reads only (io_type "read")');
     }
     for (const t of types) {
-      this.injections[t] = {
-        errorType: p.errorType,
-        remaining: p.num,
-        delayUs: p.delayUs ?? 0,
-        corruptOffset: p.corruptOffset ?? 0,
-        corruptValue: p.corruptValue ?? 0xff,
-      };
+      this.injections.set(
+        t,
+        p.errorType,
+        p.num,
+        p.delayUs ?? 0,
+        p.corruptOffset ?? 0,
+        p.corruptValue ?? 0xff,
+      );
     }
   }
 
   override dumpInfoJson(): Record<string, unknown> {
     const injected: Record<string, unknown> = {};
     for (const t of IO_TYPES) {
-      const inj = this.injections[t];
-      if (inj && inj.remaining > 0) {
-        injected[bdevIoTypeName[t]] = { error_type: inj.errorType, remaining: inj.remaining };
+      const kind = this.injections.kindName(t);
+      if (kind !== null) {
+        injected[bdevIoTypeName[t]] = { error_type: kind, remaining: this.injections.remaining(t) };
       }
     }
     return { ...super.dumpInfoJson(), injected };
+  }
+
+  replicaSpec(): ErrorReplicaSpec | null {
+    const base = this.baseDesc.bdev.fnTable.replicaSpec?.() ?? null;
+    if (base === null) return null;
+    return { module: "error", name: this.name, uuid: this.uuid, base, table: this.injections.sab };
   }
 
   writeConfigJson(): RpcCall {
@@ -212,11 +287,16 @@ function errorBdevs(registry: BdevRegistry): Map<string, ErrorBdev> {
 }
 
 /** Creates "EE_<baseName>" on `baseName`; returns its name. */
-export function createErrorBdev(registry: BdevRegistry, baseName: string, uuid?: string): string {
-  const vbdev = new ErrorBdev(registry, baseName);
+export function createErrorBdev(
+  registry: BdevRegistry,
+  baseName: string,
+  uuid?: string,
+  table?: InjectionTable,
+): string {
+  const vbdev = new ErrorBdev(registry, baseName, table);
   const base = vbdev.baseDesc.bdev;
   try {
-    registry.register({
+    const bdev = registry.register({
       name: vbdev.name,
       module: "error",
       productName: "Error Injection Disk",
@@ -228,6 +308,7 @@ export function createErrorBdev(registry: BdevRegistry, baseName: string, uuid?:
       requiredAlignment: base.requiredAlignment,
       fnTable: vbdev,
     });
+    vbdev.uuid = bdev.uuid;
   } catch (e) {
     vbdev.destruct();
     throw e;
@@ -244,6 +325,11 @@ export function injectError(registry: BdevRegistry, name: string, p: InjectParam
     throw new BdevInvalidError(`bdev "${name}" is not an error bdev`);
   }
   vbdev.inject(p);
+}
+
+/** Registers a replica of an error bdev sharing the original's injection table (src/bdev/replica.ts). */
+export function createErrorReplica(registry: BdevRegistry, spec: ErrorReplicaSpec): void {
+  createErrorBdev(registry, spec.base.name, spec.uuid, new InjectionTable(spec.table));
 }
 
 /** Deletes an error bdev. */
