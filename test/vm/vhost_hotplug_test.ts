@@ -76,10 +76,18 @@ Deno.test("vhost-user-blk: memory hot-plug and unplug (pc-dimm) while the guest 
     config: {
       subsystems: [
         mallocBdevConfig("Malloc0", NUM_BLOCKS),
-        vhostBlkConfig([{ ctrlr: "vhost.0", devName: "Malloc0", socket, numQueues: 1 }]),
+        // Two queues spread over two reactors (queue 0 on a data-path worker): both backends
+        // get the memory table, the DIMM and its removal.
+        vhostBlkConfig([{
+          ctrlr: "vhost.0",
+          devName: "Malloc0",
+          socket,
+          numQueues: 2,
+          cpumask: "0x3",
+        }]),
       ],
     },
-    args: ["--nvmf-listen", `127.0.0.1:${freePort()}`],
+    args: ["--nvmf-listen", `127.0.0.1:${freePort()}`, "--cpumask", "0x3"],
     echo: true,
     onOutput: collectLines(lines),
   });
@@ -97,7 +105,7 @@ Deno.test("vhost-user-blk: memory hot-plug and unplug (pc-dimm) while the guest 
         ...["-m", "512M,slots=4,maxmem=2G"],
         ...["-monitor", `unix:${monitor},server=on,wait=off`],
         ...["-chardev", `socket,id=vhost0,path=${socket}`],
-        ...["-device", "vhost-user-blk-pci,chardev=vhost0,num-queues=1"],
+        ...["-device", "vhost-user-blk-pci,chardev=vhost0,num-queues=2"],
       ],
       env: { NUM_BLOCKS: String(NUM_BLOCKS) },
       timeoutSec: 400,
@@ -145,6 +153,16 @@ Deno.test("vhost-user-blk: memory hot-plug and unplug (pc-dimm) while the guest 
       ),
       `no REM_MEM_REG of the DIMM after device_del:\n${log}`,
     );
+    // The worker's queue shard got the DIMM and its removal too.
+    for (const what of ["added (ADD_MEM_REG)", "removed (REM_MEM_REG)"]) {
+      assert.ok(
+        lines.some((l) =>
+          l.includes(`guest memory ${what}`) && l.includes(`(${DIMM_MIB} MiB)`) &&
+          l.includes("[queue(s) 0 on reactor 1]")
+        ),
+        `the worker's shard did not log the DIMM ${what}:\n${log}`,
+      );
+    }
     assert.ok(!log.includes("stopped:"), `a queue stopped:\n${log}`);
   } finally {
     abort.abort();

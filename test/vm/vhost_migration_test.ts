@@ -50,13 +50,15 @@ async function startSluice(dir: string, sockets: string[], lines: string[]): Pro
           devName: "Malloc0",
           socket,
           numQueues: NUM_QUEUES,
+          // Spread over two reactors: both backends log their writes into the dirty log.
+          cpumask: "0x3",
         })),
       ),
     ],
   };
   return await startDaemon(dir, {
     config,
-    args: ["--nvmf-listen", `127.0.0.1:${freePort()}`],
+    args: ["--nvmf-listen", `127.0.0.1:${freePort()}`, "--cpumask", "0x3"],
     echo: true,
     onOutput: collectLines(lines),
   });

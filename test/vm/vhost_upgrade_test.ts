@@ -7,6 +7,9 @@
  * must finish with no error, every block must verify, and the guest's kernel
  * must log no I/O error. Run with `deno task test:vm vhost-upgrade`.
  *
+ * The controller's two queues are spread over two reactors: queue 0 on a
+ * data-path worker, queue 1 on the main thread's (src/vhost_user/sharded.ts).
+ *
  * To be sure requests really are in flight inside sluice when it goes away,
  * the disk is an error bdev (EE_File0) over the file bdev and, just before
  * the kill, every I/O is delayed on it: requests sluice has taken from the
@@ -56,7 +59,16 @@ function config(disk: string, socket: string): unknown {
         subsystem: "vhost_blk",
         config: [{
           method: "vhost_create_blk_controller",
-          params: { ctrlr: "vhost.0", dev_name: "EE_File0", socket, num_queues: NUM_QUEUES },
+          // Spread: queue 0 on a data-path worker, queue 1 on the main reactor (serve
+          // --cpumask 0x3), so the inflight area, the drain and the resubmission are shared
+          // between two threads' backends.
+          params: {
+            ctrlr: "vhost.0",
+            dev_name: "EE_File0",
+            socket,
+            num_queues: NUM_QUEUES,
+            cpumask: "0x3",
+          },
         }],
       },
     ],
@@ -74,7 +86,7 @@ class Log {
 async function start(dir: string, log: Log, withConfig: unknown | undefined): Promise<Daemon> {
   const d = await startDaemon(dir, {
     config: withConfig,
-    args: ["--nvmf-listen", `127.0.0.1:${freePort()}`],
+    args: ["--nvmf-listen", `127.0.0.1:${freePort()}`, "--cpumask", "0x3"],
     echo: true,
     onOutput: log.add,
   });
@@ -176,14 +188,18 @@ for (const mode of ["SIGKILL", "SIGTERM"] as const) {
       const back = resubmitted(second.text);
       if (mode === "SIGKILL") {
         // Requests sluice had taken from the rings and not completed came back from the
-        // inflight area; without them the guest would wait for ever.
+        // inflight area; without them the guest would wait for ever. The worker's queue too.
         assert.ok(back > 0, `the restarted sluice resubmitted nothing:\n${second.text}`);
+        assert.match(second.text, /queue 0: resubmitting [1-9]\d* .*\[queue\(s\) 0 on reactor 1\]/);
       } else {
         // A graceful stop completes what it took before it lets go: nothing to resubmit.
         assert.equal(back, 0, `a graceful stop left requests in flight:\n${second.text}`);
         assert.match(first.text, /drained \d+ request/);
       }
       assert.doesNotMatch(second.text, /bad inflight area/);
+      for (const log of [first.text, second.text]) {
+        assert.match(log, /\(2 queue\(s\), queues on reactors 1,0\)/);
+      }
     } catch (e) {
       await disturbed;
       throw disturbError ?? e;
