@@ -5,7 +5,7 @@
 import type { AppContext } from "./context.ts";
 import type { RpcTable } from "./rpc.ts";
 
-/** Registers rpc_get_methods, spdk_get_version and sluice_get_status. */
+/** Registers rpc_get_methods, spdk_get_version, sluice_get_status and framework_get_reactors. */
 export function registerCoreRpcs(table: RpcTable<AppContext>): void {
   table.register("rpc_get_methods", {
     help: "List the RPC methods (params: current, include_aliases)",
@@ -41,6 +41,38 @@ export function registerCoreRpcs(table: RpcTable<AppContext>): void {
         claimed: b.claim !== null,
       })),
       reactor: { ...ctx.reactor.stats },
+    };
+  });
+
+  table.register("framework_get_reactors", {
+    help:
+      "The data-path reactors (SPDK's shape): core, busy and idle time in ticks of tick_rate per second",
+  }, (p, ctx) => {
+    p.done();
+    const one = (
+      index: number,
+      lcore: number,
+      runningMs: number,
+      stats: Readonly<Record<string, number>>,
+    ) => {
+      const idle = stats["parkedMs"] ?? 0;
+      return {
+        lcore,
+        // sluice's: 0 is the main thread's reactor, the others are data-path workers.
+        index,
+        thread: index === 0 ? "main" : "worker",
+        busy: Math.max(0, Math.round(runningMs - idle)),
+        idle: Math.round(idle),
+        // Reactors park in the kernel when idle (SPDK's interrupt mode, in effect).
+        in_interrupt: false,
+      };
+    };
+    return {
+      tick_rate: 1000,
+      reactors: [
+        one(0, ctx.reactorCores[0] ?? 0, ctx.reactor.runningMs, { ...ctx.reactor.stats }),
+        ...ctx.workers.map((w) => one(w.index, w.core, w.runningMs, w.reactorStats)),
+      ],
     };
   });
 }

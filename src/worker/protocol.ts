@@ -20,7 +20,12 @@ export type WorkerRequest =
     /** Bytes of the WASM guest window (serve --guest-window-mib). */
     guestWindowBytes: number;
   }
-  | { op: "replica_open"; spec: ReplicaSpec }
+  | {
+    op: "replica_open";
+    spec: ReplicaSpec;
+    /** The main registry's per-channel pool size (bdev_set_options), for a fresh registry. */
+    ioPoolSize: number;
+  }
   | { op: "replica_close"; name: string }
   | {
     op: "vhost_create";

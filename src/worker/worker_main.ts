@@ -80,6 +80,8 @@ async function handle(req: WorkerRequest): Promise<unknown> {
       return { index };
     }
     case "replica_open":
+      // bdev_set_options may have run on the main thread after this worker started.
+      if (registry.list().length === 0) registry.setOptions({ ioPoolSize: req.ioPoolSize });
       await replicas.open(req.spec);
       theReactor().wake();
       return true;

@@ -97,7 +97,11 @@ export class DataPathWorker {
    */
   async openReplica(spec: ReplicaSpec): Promise<void> {
     try {
-      await this.request({ op: "replica_open", spec });
+      await this.request({
+        op: "replica_open",
+        spec,
+        ioPoolSize: this.#registry.options.ioPoolSize,
+      });
     } finally {
       wipeReplicaSpec(spec);
     }

@@ -326,6 +326,11 @@ Deno.test("workers: placement by cpumask, least-loaded with workers first; masks
       socket: `${dir}/b.sock`,
       readonly: true,
     });
+    const reactors = await app.call("framework_get_reactors") as {
+      tick_rate: number;
+      reactors: { lcore: number; thread: string }[];
+    };
+    assertEquals(reactors.reactors.map((r) => [r.lcore, r.thread]), [[0, "main"], [1, "worker"]]);
     const got = await app.call("vhost_get_controllers") as { ctrlr: string; reactor: number }[];
     assertEquals(got.map((c) => [c.ctrlr, c.reactor]), [["e", 0], ["a", 1], ["b", 1]]);
     const cfg = await app.call("save_config") as {
