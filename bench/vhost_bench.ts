@@ -332,19 +332,25 @@ async function bench(seconds: number, repeat: number): Promise<void> {
     );
     await warnIfBusy(500);
 
+    /** Every row against one running sluice: preconditioned, medians, printed as they come. */
+    const sluiceRows = async (label: string, socket: string, pid: number) => {
+      await precondition(kids, socket, pid);
+      const out = new Map<string, Figures>();
+      for (const row of ROWS) {
+        const f = await median(repeat, () => perf(kids, socket, row.rw, row.qd, seconds));
+        out.set(rowName(row), f);
+        console.log(
+          `  ${label} ${rowName(row)}: ${k(f.iops)} IOPS (runs ${k(f.min)}-${k(f.max)}), ` +
+            `avg ${f1(f.avgUs)} us`,
+        );
+      }
+      return out;
+    };
+
     // sluice: one daemon for every row.
     const socket = `${dir}/sluice.sock.vhost`;
     const target = await startSluice(kids, dir, socket);
-    await precondition(kids, socket, target.pid);
-    const ours = new Map<string, Figures>();
-    for (const row of ROWS) {
-      const f = await median(repeat, () => perf(kids, socket, row.rw, row.qd, seconds));
-      ours.set(rowName(row), f);
-      console.log(
-        `  sluice ${rowName(row)}: ${k(f.iops)} IOPS (runs ${k(f.min)}-${k(f.max)}), ` +
-          `avg ${f1(f.avgUs)} us`,
-      );
-    }
+    const ours = await sluiceRows("sluice", socket, target.pid);
     await stop(target);
 
     // The same with the controller on a data-path worker (src/worker).
@@ -352,16 +358,7 @@ async function bench(seconds: number, repeat: number): Promise<void> {
     await Deno.mkdir(wdir);
     const wsocket = `${wdir}/sluice.sock.vhost`;
     const wtarget = await startSluiceWorker(kids, wdir, wsocket);
-    await precondition(kids, wsocket, wtarget.pid);
-    const onWorker = new Map<string, Figures>();
-    for (const row of ROWS) {
-      const f = await median(repeat, () => perf(kids, wsocket, row.rw, row.qd, seconds));
-      onWorker.set(rowName(row), f);
-      console.log(
-        `  sluice (worker) ${rowName(row)}: ${k(f.iops)} IOPS (runs ${k(f.min)}-${k(f.max)}), ` +
-          `avg ${f1(f.avgUs)} us`,
-      );
-    }
+    const onWorker = await sluiceRows("sluice (worker)", wsocket, wtarget.pid);
     await stop(wtarget);
 
     // qemu-storage-daemon, file in /dev/shm and null-co.
