@@ -16,7 +16,7 @@
  */
 import assert from "node:assert/strict";
 import { outputTail } from "./guest.ts";
-import { createDiskImage, nvmeAddresses, runVfioGuest, unplugNvme } from "./vfio.ts";
+import { createDiskImage, parseReport, runUnplugGuest, runVfioGuest } from "./vfio.ts";
 
 const HOST_TOKEN = "SLUICE-HOST-BYTES-FOR-THE-VFIO-DRIVER";
 const HOST_TOKEN_AT = 8 << 20;
@@ -28,15 +28,6 @@ const COLOURS = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, "g");
 
 function stripColours(s: string): string {
   return s.replace(COLOURS, "");
-}
-
-function parseReport(report: string): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const line of report.split("\n")) {
-    const eq = line.indexOf("=");
-    if (eq > 0) out.set(line.slice(0, eq), line.slice(eq + 1).replace(/\r$/, ""));
-  }
-  return out;
 }
 
 Deno.test("nvme_vfio: the user-space driver passes the bdev conformance suite on QEMU's NVMe behind an IOMMU, and its writes reach the host's file", async () => {
@@ -157,33 +148,18 @@ Deno.test("nvme_vfio: faults: on a throttled controller the reactor sleeps on MS
 
 Deno.test("nvme_vfio: faults: the host removes the controller (QMP device_del) under reads: EIO, the driver lets go, the removal completes, the appliance stays up", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sluice-nvme-unplug-" });
-  const qmp = `${dir}/qmp.sock`;
   try {
-    const disks = [
-      { path: await createDiskImage(`${dir}/a.img`, 64) },
-      { path: await createDiskImage(`${dir}/b.img`, 64), hotpluggable: true },
-    ];
-    assert.equal(nvmeAddresses(disks)[1], "0000:01:00.0");
-    let unplug: Promise<void> | null = null;
-    const r = await runVfioGuest({
+    const { r, rep, tail } = await runUnplugGuest({
+      dir,
       name: "nvme-unplug",
-      disks,
-      tools: false,
-      qmp,
-      onLine: (line) => {
-        if (line.startsWith("READY_FOR_UNPLUG") && unplug === null) unplug = unplugNvme(qmp, 1);
-      },
       script: new URL("./guest/nvme_unplug.sh", import.meta.url),
       timeoutSec: 600,
+      tailLines: 60,
     });
-    const tail = outputTail(r.output, 60);
     for (const line of stripColours(r.output).split("\n")) {
       if (/^Nvme0|vfio-pci|pciehp/.test(line)) console.log(`  guest: ${line}`);
     }
-    assert.ok(unplug !== null, `the guest never asked for the unplug:\n${tail}`);
-    await unplug;
     assert.equal(r.exitCode, 0, tail);
-    const rep = parseReport(r.report);
     console.log(`  report: ${r.report.replace(/\n/g, " ")}`);
     assert.equal(rep.get("BIND_RC"), "0", tail);
     assert.equal(rep.get("FAILURE"), "-5", tail);

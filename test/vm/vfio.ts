@@ -47,7 +47,7 @@
  * @module
  */
 
-import { type GuestOptions, type GuestResult, runGuest } from "./guest.ts";
+import { type GuestOptions, type GuestResult, outputTail, runGuest } from "./guest.ts";
 import { repoRoot } from "./lab.ts";
 import { Qmp } from "./migration.ts";
 
@@ -219,6 +219,54 @@ export async function unplugNvme(qmpSocket: string, index: number): Promise<void
   } finally {
     q.close();
   }
+}
+
+/** A guest report of KEY=value lines, as a map. */
+export function parseReport(report: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of report.split("\n")) {
+    const eq = line.indexOf("=");
+    if (eq > 0) out.set(line.slice(0, eq), line.slice(eq + 1).replace(/\r$/, ""));
+  }
+  return out;
+}
+
+/**
+ * Boots a VFIO guest with two 64 MiB NVMe controllers, the second hot-pluggable at 0000:01:00.0,
+ * runs `script`, and removes that controller (QMP device_del) when the guest prints
+ * READY_FOR_UNPLUG. Returns the guest's result, its report and the controllers' addresses once
+ * the removal was accepted; throws when the guest never asked for it.
+ */
+export async function runUnplugGuest(o: {
+  dir: string;
+  name: string;
+  script: URL;
+  timeoutSec: number;
+  tailLines: number;
+}): Promise<{ r: GuestResult; rep: Map<string, string>; tail: string; addresses: string[] }> {
+  const qmp = `${o.dir}/qmp.sock`;
+  const disks = [
+    { path: await createDiskImage(`${o.dir}/a.img`, 64) },
+    { path: await createDiskImage(`${o.dir}/b.img`, 64), hotpluggable: true },
+  ];
+  const addresses = nvmeAddresses(disks);
+  if (addresses[1] !== "0000:01:00.0") throw new Error(`unexpected address ${addresses[1]}`);
+  let unplug: Promise<void> | null = null;
+  const r = await runVfioGuest({
+    name: o.name,
+    disks,
+    tools: false,
+    qmp,
+    onLine: (line) => {
+      if (line.startsWith("READY_FOR_UNPLUG") && unplug === null) unplug = unplugNvme(qmp, 1);
+    },
+    script: o.script,
+    timeoutSec: o.timeoutSec,
+  });
+  const tail = outputTail(r.output, o.tailLines);
+  if (unplug === null) throw new Error(`the guest never asked for the unplug:\n${tail}`);
+  await unplug;
+  return { r, rep: parseReport(r.report), tail, addresses };
 }
 
 /**

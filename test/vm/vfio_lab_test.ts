@@ -18,10 +18,10 @@ import assert from "node:assert/strict";
 import { outputTail } from "./guest.ts";
 import {
   createDiskImage,
-  nvmeAddresses,
   nvmePciAddress,
+  parseReport,
+  runUnplugGuest,
   runVfioGuest,
-  unplugNvme,
 } from "./vfio.ts";
 
 const HOST_TOKEN = "SLUICE-HOST-WROTE-THIS-BEFORE-BOOT";
@@ -38,15 +38,6 @@ interface StatusDevice {
   vfioNode: string | null;
   blockDevices: string[];
   inUse: string[];
-}
-
-function parseReport(report: string): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const line of report.split("\n")) {
-    const eq = line.indexOf("=");
-    if (eq > 0) out.set(line.slice(0, eq), line.slice(eq + 1).replace(/\r$/, ""));
-  }
-  return out;
 }
 
 Deno.test("vfio_lab: sluice setup binds an emulated NVMe to vfio-pci, Deno opens its group, unbind gives it back with the data", async () => {
@@ -160,31 +151,15 @@ Deno.test("vfio_lab: sluice setup binds an emulated NVMe to vfio-pci, Deno opens
 
 Deno.test("vfio_lab: a hotpluggable controller on vfio-pci is removed from the running guest (device_del), and sluice setup no longer lists it", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sluice-vfio-unplug-" });
-  const qmp = `${dir}/qmp.sock`;
   try {
-    const disks = [
-      { path: await createDiskImage(`${dir}/nvm0.img`, 64) },
-      { path: await createDiskImage(`${dir}/nvm1.img`, 64), hotpluggable: true },
-    ];
-    const [addrA, addrB] = nvmeAddresses(disks);
-    assert.equal(addrB, "0000:01:00.0");
-    let unplug: Promise<void> | null = null;
-    const r = await runVfioGuest({
+    const { r, rep, tail, addresses: [addrA] } = await runUnplugGuest({
+      dir,
       name: "vfio-unplug",
-      disks,
-      tools: false,
-      qmp,
-      onLine: (line) => {
-        if (line.startsWith("READY_FOR_UNPLUG") && unplug === null) unplug = unplugNvme(qmp, 1);
-      },
       script: new URL("./guest/vfio_unplug.sh", import.meta.url),
       timeoutSec: 300,
+      tailLines: 40,
     });
-    const tail = outputTail(r.output, 40);
-    assert.ok(unplug !== null, `the guest never asked for the unplug:\n${tail}`);
-    await unplug;
     assert.equal(r.exitCode, 0, tail);
-    const rep = parseReport(r.report);
     assert.equal(rep.get("BIND_RC"), "0", tail);
     assert.equal(rep.get("BOUND_DRIVER"), "vfio-pci", tail);
     assert.equal(rep.get("GONE"), "1", tail);
