@@ -210,6 +210,35 @@ export async function gatherStatus(stateDir: string, adminPort: number): Promise
   return view;
 }
 
+/** Does the web admin answer on this host? (Its OpenAPI document needs no login.) */
+async function adminAnswers(port: number): Promise<boolean> {
+  try {
+    const r = await fetch(`http://127.0.0.1:${port}/api/openapi.json`, {
+      signal: AbortSignal.timeout(5000),
+    });
+    await r.body?.cancel();
+    return r.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Was admin.json made in this boot, less than 30 s ago? Then sluice printed a new password and
+ * it is worth waiting for it to reach the journal.
+ */
+async function passwordPending(stateDir: string): Promise<boolean> {
+  try {
+    const st = await Deno.stat(`${stateDir}/admin.json`);
+    const made = st.birthtime ?? st.mtime;
+    const uptimeS = Number((await Deno.readTextFile("/proc/uptime")).split(" ")[0]);
+    const bootMs = Date.now() - uptimeS * 1000;
+    return made !== null && made.getTime() > bootMs && Date.now() - made.getTime() < 30_000;
+  } catch {
+    return false;
+  }
+}
+
 function option(args: string[], name: string): string | undefined {
   const i = args.indexOf(`--${name}`);
   if (i < 0) return undefined;
@@ -249,7 +278,13 @@ export async function statusScreen(argv: string[]): Promise<number> {
   const enc = new TextEncoder();
   const deadline = Date.now() + waitS * 1000;
   let view = await gatherStatus(stateDir, port);
-  while (view.serving === null && Date.now() < deadline) {
+  // Ready means the web admin answers too (sluice opens its RPC socket first), and, at a first
+  // start, the password it prints just after has reached the journal.
+  while (
+    (view.serving === null || !(await adminAnswers(port)) ||
+      (view.initialPassword === null && await passwordPending(stateDir))) &&
+    Date.now() < deadline
+  ) {
     await new Promise((r) => setTimeout(r, 2000));
     view = await gatherStatus(stateDir, port);
   }
