@@ -10,7 +10,8 @@
  *    verification.
  * 4. Power the appliance off (ACPI) and boot it again: the volume, the export and the data are
  *    back (the lab guest's fio verifies the blocks the first run wrote); the password still works.
- * 5. UEFI boot (OVMF) of a fresh copy to the admin API.
+ * 5. UEFI boot (OVMF) of a fresh raw copy whose boot partition holds a static address and a
+ *    host name (sluice/network/*.network, sluice/hostname): the admin answers on that address.
  *
  * Prints the image's sizes and each boot's time to the admin API. Needs `deno task image` first
  * (dist/sluice-<version>.img) and the guest lab (SLUICE_LAB). Run: `deno task test:image`.
@@ -21,6 +22,8 @@ import { fileURLToPath } from "node:url";
 import { VERSION } from "../src/version.ts";
 import { freePort } from "../src/testing/net.ts";
 import { outputTail, runGuest } from "../test/vm/guest.ts";
+import { runChecked } from "../test/vm/exec.ts";
+import { DISK } from "./layout.ts";
 import { ApplianceVm, nvmePciAddress, overlay, OVMF_VARS } from "./vm.ts";
 
 const REPO = fileURLToPath(new URL("../", import.meta.url)).replace(/\/$/, "");
@@ -161,6 +164,7 @@ async function boot(
   nvme: string[],
   ports: { admin: number; nvmf: number },
   name: string,
+  extra: { diskFormat?: "qcow2" | "raw"; guestAddr?: string } = {},
 ): Promise<Boot> {
   const serialLog = `${dir}/${name}.serial.log`;
   let ovmfVars: string | undefined;
@@ -177,6 +181,7 @@ async function boot(
     nvmfPort: ports.nvmf,
     serialLog,
     monitor: `${dir}/${name}.mon`,
+    ...extra,
   });
   try {
     const readyMs = await waitForAdmin(vm, ports.admin, BOOT_TIMEOUT_MS);
@@ -310,19 +315,43 @@ Deno.test({
 });
 
 Deno.test({
-  name: "image: UEFI boot (OVMF) to the web admin",
+  name: "image: UEFI boot (OVMF); a static address and host name from the boot partition",
   sanitizeOps: false,
   sanitizeResources: false,
 }, async () => {
   const dir = await Deno.makeTempDir({ prefix: "sluice-image-uefi-" });
-  const disk = `${dir}/disk.qcow2`;
-  await overlay(RAW, disk, 4);
+  // A raw copy (sparse), so the operator's files can be put on its ESP with mtools as one would
+  // on a written disk: the ESP starts at 2 MiB.
+  const disk = `${dir}/disk.img`;
+  await runChecked(["cp", "--sparse=always", RAW, disk]);
+  const network = `${dir}/static.network`;
+  await Deno.writeTextFile(
+    network,
+    "[Match]\nName=en*\n\n[Network]\nAddress=10.0.2.77/24\nGateway=10.0.2.2\n",
+  );
+  const hostname = `${dir}/hostname`;
+  await Deno.writeTextFile(hostname, "node-uefi\n");
+  const esp = `${disk}@@${DISK.espStartMiB}M`;
+  const env = { MTOOLS_SKIP_CHECK: "1" };
+  await runChecked(["mcopy", "-i", esp, network, "::/sluice/network/static.network"], { env });
+  await runChecked(["mcopy", "-i", esp, hostname, "::/sluice/hostname"], { env });
   const ports = { admin: freePort(), nvmf: freePort() };
   let vm: ApplianceVm | null = null;
   try {
-    const b = await boot(dir, "uefi", disk, [], ports, "uefi");
+    // The forwards go to 10.0.2.77: the admin answers only if the static address was applied.
+    const b = await boot(dir, "uefi", disk, [], ports, "uefi", {
+      diskFormat: "raw",
+      guestAddr: "10.0.2.77",
+    });
     vm = b.vm;
-    await waitForConsole(b.vm, /Admin password \(first boot[^)]*\): \S+/, 10 * 60_000);
+    const m = await waitForConsole(
+      b.vm,
+      /storage appliance - (\S+)\n\nWeb admin: (http:\/\/\S+)[\s\S]*?Admin password \(first boot/,
+      10 * 60_000,
+    );
+    assert.equal(m[1], "node-uefi", "the host name from the boot partition");
+    assert.equal(m[2], "http://10.0.2.77:8080/", "the static address from the boot partition");
+    log("UEFI: static address 10.0.2.77 and host name node-uefi from the ESP, admin answering");
     assert.ok(await b.vm.powerdown(5 * 60_000), "the appliance powers off on ACPI");
     vm = null;
   } finally {

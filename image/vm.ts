@@ -8,8 +8,11 @@
 import { runChecked } from "../test/vm/exec.ts";
 
 export interface ApplianceVmOptions {
-  /** The qcow2 overlay (or image) to boot. */
+  /** The disk to boot: a qcow2 overlay, or a raw copy of the image. */
   disk: string;
+  diskFormat?: "qcow2" | "raw";
+  /** The appliance's address the forwards go to; default QEMU's first DHCP address. */
+  guestAddr?: string;
   /** Raw files backing the emulated NVMe drives. */
   nvme: readonly string[];
   firmware: "bios" | "uefi";
@@ -52,11 +55,15 @@ export class ApplianceVm {
       ...["-nodefaults", "-no-user-config", "-display", "none"],
       ...["-serial", `file:${o.serialLog}`],
       ...["-monitor", `unix:${o.monitor},server=on,wait=off`],
-      ...["-drive", `file=${o.disk},if=none,id=boot,format=qcow2,cache=unsafe`],
+      ...[
+        "-drive",
+        `file=${o.disk},if=none,id=boot,format=${o.diskFormat ?? "qcow2"},cache=unsafe`,
+      ],
       ...["-device", "virtio-blk-pci,drive=boot,bootindex=0,bus=pcie.0,addr=0x3"],
       ...[
         "-netdev",
-        `user,id=net0,hostfwd=tcp:127.0.0.1:${o.adminPort}-:8080,hostfwd=tcp:127.0.0.1:${o.nvmfPort}-:4420`,
+        `user,id=net0,hostfwd=tcp:127.0.0.1:${o.adminPort}-${o.guestAddr ?? ""}:8080,` +
+        `hostfwd=tcp:127.0.0.1:${o.nvmfPort}-${o.guestAddr ?? ""}:4420`,
       ],
       ...["-device", "virtio-net-pci,netdev=net0,bus=pcie.0,addr=0x2"],
     ];
