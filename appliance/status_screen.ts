@@ -8,6 +8,7 @@
 import { rpcCall } from "../src/rpc/server.ts";
 import { VERSION } from "../src/version.ts";
 import { AdminAuth } from "./web/auth.ts";
+import { setupStatus } from "./setup.ts";
 
 export const STATUS_SCREEN_USAGE = `Usage: sluice status-screen [options]
 
@@ -40,6 +41,8 @@ export interface StatusView {
     exports: { nqn: string; listen: string[]; namespaces: string[] }[];
     drives: { name: string; traddr: string; state: string }[];
   };
+  /** The node's NVMe controllers (sysfs), attached or not. */
+  pciDrives: { address: string; driver: string | null; inUse: string[] }[];
   /** An error to show (the appliance not answering). */
   problem: string | null;
   /** The service's last log lines, shown while it does not answer. */
@@ -86,8 +89,19 @@ export function renderStatus(v: StatusView): string {
       out.push(`  ${e.nqn}`);
       out.push(`    on ${e.listen.join(", ") || "no listener"}; ${e.namespaces.join(", ") || "-"}`);
     }
-    out.push(`NVMe drives attached (${s.drives.length}):`);
-    for (const d of s.drives) out.push(`  ${d.name.padEnd(12)} ${d.traddr}  ${d.state}`);
+  }
+  const attached = new Map((v.serving?.drives ?? []).map((d) => [d.traddr, d]));
+  out.push(`NVMe drives (${v.pciDrives.length}):`);
+  for (const d of v.pciDrives) {
+    const a = attached.get(d.address);
+    const what = a !== undefined
+      ? `attached as ${a.name} (${a.state})`
+      : d.inUse.length > 0
+      ? `in use by the system: ${d.inUse[0]}`
+      : d.driver === "vfio-pci"
+      ? "free: attach it in the web admin (Volumes)"
+      : `not on vfio-pci (${d.driver ?? "no driver"}): sluice setup bind ${d.address}`;
+    out.push(`  ${d.address}  ${what}`);
   }
   return out.map((l) => l + "\n").join("");
 }
@@ -166,7 +180,15 @@ export async function gatherStatus(stateDir: string, adminPort: number): Promise
     serving: null,
     problem: null,
     recentLog: [],
+    pciDrives: [],
   };
+  try {
+    view.pciDrives = (await setupStatus()).devices.map((d) => ({
+      address: d.address,
+      driver: d.driver,
+      inUse: d.inUse,
+    }));
+  } catch { /* no sysfs: no list */ }
   const journal = await serviceLog();
   const pw = passwordFromLog(journal);
   if (pw !== null && await stillValid(stateDir, pw)) view.initialPassword = pw;

@@ -19,6 +19,11 @@ const base: StatusView = {
   },
   problem: null,
   recentLog: [],
+  pciDrives: [
+    { address: "0000:00:03.0", driver: "nvme", inUse: ["/dev/nvme0n1p3 is mounted on /"] },
+    { address: "0000:00:04.0", driver: "vfio-pci", inUse: [] },
+    { address: "0000:00:05.0", driver: "vfio-pci", inUse: [] },
+  ],
 };
 
 Deno.test("status screen: admin URL per address, volumes, exports, drives", () => {
@@ -26,7 +31,10 @@ Deno.test("status screen: admin URL per address, volumes, exports, drives", () =
   assert.match(text, /^Web admin: http:\/\/192\.0\.2\.10:8080\/$/m);
   assert.match(text, /vol0 +passthru +256 MiB/);
   assert.match(text, /nqn\.2026-11\.dev\.sluice:a\n +on 0\.0\.0\.0:4420; ns1=vol0/);
-  assert.match(text, /Nvme0 +0000:00:04\.0 +enabled/);
+  assert.match(text, /NVMe drives \(3\):/);
+  assert.match(text, /0000:00:03\.0 +in use by the system: \/dev\/nvme0n1p3 is mounted on \//);
+  assert.match(text, /0000:00:04\.0 +attached as Nvme0 \(enabled\)/);
+  assert.match(text, /0000:00:05\.0 +free: attach it in the web admin/);
   assert.match(text, /Up 2 min/);
   assert.ok(!text.includes("password"), "no password line without a first-boot password");
 });

@@ -255,6 +255,14 @@ Deno.test({
     );
     const url = shown[1] as string;
     const password = shown[2] as string;
+    const screen = (await first.vm.console()).slice(shown.index);
+    for (const i of [0, 1]) {
+      assert.match(
+        screen,
+        new RegExp(`${nvmePciAddress(i)} +free: attach it in the web admin`),
+        "the status lists both drives, bound to vfio-pci at boot",
+      );
+    }
     log(`console shows the admin at ${url} and the first-boot password`);
     assert.match(url, /^http:\/\/10\.0\.2\.15:8080\/$/, "the DHCP address from QEMU's user net");
     const admin = await AdminClient.login(base, password);
