@@ -23,6 +23,9 @@ install -m 0755 "$here/../initramfs/grow-data" \
 chroot "$root" update-initramfs -u -k "$kver"
 # Host keys are made on the node at first start (docs/install.md), never shipped in the image.
 rm -f "$root"/etc/ssh/ssh_host_*
+# nvme-cli's postinst makes a random NVMe host identity; per node, and this node is a target:
+# without them nvme-cli derives one from the firmware's system UUID when it needs one.
+rm -f "$root/etc/nvme/hostid" "$root/etc/nvme/hostnqn"
 # Per-node identity is made at boot: an empty machine-id is "not yet initialized".
 : > "$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id"
