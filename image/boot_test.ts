@@ -265,6 +265,11 @@ Deno.test({
     }
     log(`console shows the admin at ${url} and the first-boot password`);
     assert.match(url, /^http:\/\/10\.0\.2\.15:8080\/$/, "the DHCP address from QEMU's user net");
+    assert.match(
+      await first.vm.console(),
+      /sluice: growing the data partition \/dev\/vda5 \(partition 5 of \/dev\/vda\)/,
+      "the initramfs grows the data partition into the 8 GiB disk",
+    );
     const admin = await AdminClient.login(base, password);
 
     // One drive, attached through the API (bound to vfio-pci at boot by sluice setup).
@@ -297,6 +302,7 @@ Deno.test({
     log("appliance powered off cleanly");
     const second = await boot(dir, "bios", disk, nvme, ports, "boot2");
     current = second.vm;
+    assert.doesNotMatch(await second.vm.console(), /growing the data partition/, "grown once");
     const again = await AdminClient.login(base, password);
     const bdevs = await again.rpc("bdev_get_bdevs") as BdevView[];
     assert.ok(bdevs.some((b) => b.name === "vol0"), `vol0 is back: ${bdevs.map((b) => b.name)}`);

@@ -286,6 +286,9 @@ async function stageRoot(tarball: string, root: string, epoch: number): Promise<
     `${opt}/app/deno.lock`,
     ...entries,
   ], { env: denoEnv });
+  // That also transpiled the modules under their build-time paths: of no use at run time, and
+  // the path differs between builds. The chroot run below transpiles them under /opt/sluice.
+  await Deno.remove(`${opt}/deno-dir/gen`, { recursive: true });
   await chrootRun(root, [
     "/usr/bin/env",
     "DENO_DIR=/opt/sluice/deno-dir",
