@@ -242,6 +242,17 @@ async function stageRoot(tarball: string, root: string, epoch: number): Promise<
     root,
   ]);
   await runChecked(["cp", "-a", "--no-preserve=ownership", `${IMAGE_DIR}/rootfs/.`, `${root}/`]);
+  // A checkout's modes follow the umask (0775 with umask 002): set the overlay's (and the
+  // directories it shares with Debian's, /etc included) to 0755 / 0644, 0755 for executables.
+  const overlayPaths = (await runChecked(["find", ".", "-mindepth", "1"], {
+    cwd: `${IMAGE_DIR}/rootfs`,
+  })).split("\n").filter((l) => l).map((l) => l.slice(2));
+  for (const rel of overlayPaths) {
+    const st = await Deno.lstat(`${IMAGE_DIR}/rootfs/${rel}`);
+    if (st.isSymlink) continue;
+    const exec = st.isDirectory || ((st.mode ?? 0) & 0o100) !== 0;
+    await Deno.chmod(`${root}/${rel}`, exec ? 0o755 : 0o644);
+  }
   await runChecked(["chown", "-R", "0:0", `${root}/etc/systemd/system`, `${root}/usr/lib/sluice`]);
   for (const d of ["boot/efi", "var/lib/sluice"]) {
     await Deno.mkdir(`${root}/${d}`, { recursive: true });
@@ -393,9 +404,27 @@ async function makeExt4(
     path,
     `${mib}M`,
   ];
-  await runChecked(argv, {
-    env: { E2FSPROGS_FAKE_TIME: String(epoch), SOURCE_DATE_EPOCH: String(epoch) },
-  });
+  const env = { E2FSPROGS_FAKE_TIME: String(epoch), SOURCE_DATE_EPOCH: String(epoch) };
+  await runChecked(argv, { env });
+  if (dir === null) return;
+  // mkfs.ext4 -d (1.47.0) copies each file's ctime, which the host set when the build touched
+  // it (ctime cannot be set from user space): set every inode's to SOURCE_DATE_EPOCH with
+  // debugfs, in one session (about a second for the root tree).
+  const paths = (await runChecked(["find", ".", "-mindepth", "1", "-print0"], { cwd: dir }))
+    .split("\0").filter((p) => p).map((p) => p.slice(1)).sort();
+  const lines = [`sif / ctime @${epoch}`];
+  for (const p of paths) {
+    if (/["\n\\]/.test(p)) throw new Error(`cannot fix the ctime of ${JSON.stringify(p)}`);
+    lines.push(`sif "${p}" ctime @${epoch}`);
+  }
+  const cmds = `${path}.debugfs`;
+  await Deno.writeTextFile(cmds, lines.join("\n") + "\n");
+  const out = await runCommand(["debugfs", "-w", "-f", cmds, path], { env });
+  await Deno.remove(cmds);
+  // stdout echoes the commands; stderr has the version banner and any error.
+  const errors = out.stderr.split("\n").filter((l) => l && !l.startsWith("debugfs "));
+  if (out.code !== 0) errors.push(`exit ${out.code}`);
+  if (errors.length > 0) throw new Error(`debugfs: ${errors.slice(0, 5).join("; ")}`);
 }
 
 /** The ESP: FAT32 with GRUB for UEFI, grub.cfg, grubenv and the operator's sluice/ folder. */
