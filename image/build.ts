@@ -414,7 +414,7 @@ async function makeExt4(
     .split("\0").filter((p) => p).map((p) => p.slice(1)).sort();
   const lines = [`sif / ctime @${epoch}`];
   for (const p of paths) {
-    if (/["\n\\]/.test(p)) throw new Error(`cannot fix the ctime of ${JSON.stringify(p)}`);
+    if (/["\n]/.test(p)) throw new Error(`cannot fix the ctime of ${JSON.stringify(p)}`);
     lines.push(`sif "${p}" ctime @${epoch}`);
   }
   const cmds = `${path}.debugfs`;
