@@ -408,14 +408,15 @@ async function makeExt4(
   await runChecked(argv, { env });
   if (dir === null) return;
   // mkfs.ext4 -d (1.47.0) copies each file's ctime, which the host set when the build touched
-  // it (ctime cannot be set from user space): set every inode's to SOURCE_DATE_EPOCH with
-  // debugfs, in one session (about a second for the root tree).
+  // it (ctime cannot be set from user space), and its atime: set every inode's to
+  // SOURCE_DATE_EPOCH with debugfs, in one session (a second or two for the root tree).
   const paths = (await runChecked(["find", ".", "-mindepth", "1", "-print0"], { cwd: dir }))
     .split("\0").filter((p) => p).map((p) => p.slice(1)).sort();
-  const lines = [`sif / ctime @${epoch}`];
-  for (const p of paths) {
-    if (/["\n]/.test(p)) throw new Error(`cannot fix the ctime of ${JSON.stringify(p)}`);
-    lines.push(`sif "${p}" ctime @${epoch}`);
+  const lines: string[] = [];
+  for (const p of ["/", ...paths]) {
+    if (/["\n]/.test(p)) throw new Error(`cannot fix the times of ${JSON.stringify(p)}`);
+    // atime too: reading a file (mkfs.ext4 itself does) moves it under relatime.
+    lines.push(`sif "${p}" ctime @${epoch}`, `sif "${p}" atime @${epoch}`);
   }
   const cmds = `${path}.debugfs`;
   await Deno.writeTextFile(cmds, lines.join("\n") + "\n");
