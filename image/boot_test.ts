@@ -164,7 +164,12 @@ async function boot(
   nvme: string[],
   ports: { admin: number; nvmf: number },
   name: string,
-  extra: { diskFormat?: "qcow2" | "raw"; guestAddr?: string } = {},
+  extra: {
+    diskFormat?: "qcow2" | "raw";
+    guestAddr?: string;
+    sshPort?: number;
+    extraDisks?: string[];
+  } = {},
 ): Promise<Boot> {
   const serialLog = `${dir}/${name}.serial.log`;
   let ovmfVars: string | undefined;
@@ -373,3 +378,95 @@ Deno.test({
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+/** Runs a command on the appliance over ssh as root with the test's key. */
+async function ssh(key: string, port: number, command: string): Promise<Deno.CommandOutput> {
+  return await new Deno.Command("ssh", {
+    args: [
+      ...["-i", key, "-p", String(port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=60"],
+      ...["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-q"],
+      "root@127.0.0.1",
+      command,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+}
+
+async function sshText(key: string, port: number, command: string): Promise<string> {
+  const r = await ssh(key, port, command);
+  const out = new TextDecoder().decode(r.stdout);
+  assert.equal(r.code, 0, `ssh ${command}: ${out}${new TextDecoder().decode(r.stderr)}`);
+  return out;
+}
+
+Deno.test({
+  name: "image: ssh with keys from the boot partition; A/B upgrade boots slot B, which stays",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  if (Deno.uid() === 0 && !(await exists("/usr/bin/ssh"))) {
+    await runChecked(["apt-get", "install", "-y", "--no-install-recommends", "openssh-client"]);
+  }
+  const dir = await Deno.makeTempDir({ prefix: "sluice-image-ab-" });
+  const disk = `${dir}/disk.img`;
+  await runChecked(["cp", "--sparse=always", RAW, disk]);
+  const key = `${dir}/key`;
+  await runChecked(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key]);
+  const esp = `${disk}@@${DISK.espStartMiB}M`;
+  await runChecked(["mcopy", "-i", esp, `${key}.pub`, "::/sluice/authorized_keys"], {
+    env: { MTOOLS_SKIP_CHECK: "1" },
+  });
+  // The "new" root: slot A's file system of the built image, as a bare file system on a
+  // second disk (a whole image there would bring a second data partition with the same label).
+  const newRoot = `${dir}/new-root.ext4`;
+  await runChecked([
+    "dd",
+    `if=${RAW}`,
+    `of=${newRoot}`,
+    "bs=1M",
+    `skip=${DISK.rootAStartMiB}`,
+    `count=${DISK.rootMiB}`,
+    "conv=sparse",
+    "status=none",
+  ]);
+  const ports = { admin: freePort(), nvmf: freePort() };
+  const sshPort = freePort();
+  let vm: ApplianceVm | null = null;
+  try {
+    const b = await boot(dir, "bios", disk, [], ports, "ab", {
+      diskFormat: "raw",
+      sshPort,
+      extraDisks: [newRoot],
+    });
+    vm = b.vm;
+    // ssh is on because the boot partition has keys; slot A booted.
+    assert.match(await sshText(key, sshPort, "cat /proc/cmdline"), /sluice\.slot=a /);
+    const up = await sshText(key, sshPort, "/usr/lib/sluice/upgrade /dev/vdb 2>&1");
+    assert.match(up, /slot b boots once at the next reboot/);
+    await ssh(key, sshPort, "systemctl reboot");
+    await waitForConsole(b.vm, /Command line: .*sluice\.slot=b /, 5 * 60_000);
+    await waitForConsole(b.vm, /root slot b booted and serves: it is now the default/, 10 * 60_000);
+    const env = await sshText(key, sshPort, "cat /boot/efi/grub/grubenv; cat /proc/cmdline");
+    assert.match(env, /^sluice_slot=b$/m, "slot b is GRUB's default now");
+    assert.doesNotMatch(env, /sluice_next=/, "GRUB cleared the one-time choice");
+    assert.match(env, /sluice\.slot=b /);
+    await waitForAdmin(b.vm, ports.admin, BOOT_TIMEOUT_MS);
+    log("A/B: upgrade wrote slot b over ssh, slot b booted once, serves, and is the default");
+    assert.ok(await b.vm.powerdown(5 * 60_000), "the appliance powers off on ACPI");
+    vm = null;
+  } finally {
+    if (vm !== null) await vm.kill();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -84,6 +84,7 @@ const ENABLE_UNITS = [
   "sluice-prepare.service",
   "sluice-console.service",
   "sluice-console-serial.service",
+  "sluice-slot-good.service",
   "systemd-networkd.service",
 ];
 const DISABLE_UNITS = [

@@ -24,6 +24,10 @@ export interface ApplianceVmOptions {
   serialLog: string;
   /** QEMU monitor socket, for system_powerdown. */
   monitor: string;
+  /** Host port forwarded to the appliance's ssh (22). */
+  sshPort?: number;
+  /** Raw files attached read-only as further virtio disks (vdb, ...). */
+  extraDisks?: readonly string[];
   memMiB?: number;
 }
 
@@ -63,7 +67,8 @@ export class ApplianceVm {
       ...[
         "-netdev",
         `user,id=net0,hostfwd=tcp:127.0.0.1:${o.adminPort}-${o.guestAddr ?? ""}:8080,` +
-        `hostfwd=tcp:127.0.0.1:${o.nvmfPort}-${o.guestAddr ?? ""}:4420`,
+        `hostfwd=tcp:127.0.0.1:${o.nvmfPort}-${o.guestAddr ?? ""}:4420` +
+        (o.sshPort === undefined ? "" : `,hostfwd=tcp:127.0.0.1:${o.sshPort}-:22`),
       ],
       ...["-device", "virtio-net-pci,netdev=net0,bus=pcie.0,addr=0x2"],
     ];
@@ -74,6 +79,14 @@ export class ApplianceVm {
         `file=${path},if=none,id=nvm${i},format=raw,cache=writeback`,
         "-device",
         `nvme,id=nvme${i},serial=SLUICE-IMG${i},drive=nvm${i},bus=pcie.0,addr=${slot}`,
+      );
+    });
+    (o.extraDisks ?? []).forEach((path, i) => {
+      args.push(
+        "-drive",
+        `file=${path},if=none,id=extra${i},format=raw,readonly=on`,
+        "-device",
+        `virtio-blk-pci,drive=extra${i},bus=pcie.0,addr=0x${(0x10 + i).toString(16)}`,
       );
     });
     if (o.firmware === "uefi") {
