@@ -402,7 +402,7 @@ async function sshText(key: string, port: number, command: string): Promise<stri
 }
 
 Deno.test({
-  name: "image: ssh with keys from the boot partition; A/B upgrade boots slot B, which stays",
+  name: "image: ssh from boot-partition keys; sluice restarts when killed; A/B upgrade to slot B",
   sanitizeOps: false,
   sanitizeResources: false,
 }, async () => {
@@ -443,6 +443,16 @@ Deno.test({
     vm = b.vm;
     // ssh is on because the boot partition has keys; slot A booted.
     assert.match(await sshText(key, sshPort, "cat /proc/cmdline"), /sluice\.slot=a /);
+    // sluice.service restarts on failure: kill it, the admin comes back.
+    await sshText(key, sshPort, "systemctl kill -s KILL sluice.service");
+    let restarts = "";
+    for (let i = 0; i < 90 && !/^NRestarts=[1-9]/m.test(restarts); i++) {
+      await new Promise((r) => setTimeout(r, 2000));
+      restarts = await sshText(key, sshPort, "systemctl show -p NRestarts sluice.service");
+    }
+    assert.match(restarts, /^NRestarts=1$/m, "systemd restarted the killed sluice once");
+    await waitForAdmin(b.vm, ports.admin, 5 * 60_000);
+    log("sluice killed with SIGKILL: systemd restarted it, the admin answers again");
     const up = await sshText(key, sshPort, "/usr/lib/sluice/upgrade /dev/vdb 2>&1");
     assert.match(up, /slot b boots once at the next reboot/);
     await ssh(key, sshPort, "systemctl reboot");
