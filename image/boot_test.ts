@@ -24,7 +24,7 @@ import { freePort } from "../src/testing/net.ts";
 import { outputTail, runGuest } from "../test/vm/guest.ts";
 import { runChecked } from "../test/vm/exec.ts";
 import { DISK } from "./layout.ts";
-import { ApplianceVm, nvmePciAddress, overlay, OVMF_VARS } from "./vm.ts";
+import { ApplianceVm, nvmePciAddress, overlay, OVMF_CODE, OVMF_VARS } from "./vm.ts";
 
 const REPO = fileURLToPath(new URL("../", import.meta.url)).replace(/\/$/, "");
 const DIST = Deno.env.get("SLUICE_IMAGE_DIST") ?? `${REPO}/dist`;
@@ -338,6 +338,9 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
 }, async () => {
+  if (Deno.uid() === 0 && !(await exists(OVMF_CODE))) {
+    await runChecked(["apt-get", "install", "-y", "--no-install-recommends", "ovmf"]);
+  }
   const dir = await Deno.makeTempDir({ prefix: "sluice-image-uefi-" });
   // A raw copy (sparse), so the operator's files can be put on its ESP with mtools as one would
   // on a written disk: the ESP starts at 2 MiB.
