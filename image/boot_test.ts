@@ -3,9 +3,9 @@
  *
  * 1. BIOS boot with two emulated NVMe drives and user networking; wait for the web admin on the
  *    forwarded port; read the first-boot password and admin URL from the serial console.
- * 2. Log in over HTTP (login form, session cookie, CSRF token), attach one drive with
- *    bdev_nvme_attach_controller through /api/rpc (it was bound to vfio-pci at boot), create a
- *    volume on it (a passthru bdev on the namespace) and export it over NVMe/TCP.
+ * 2. Log in over HTTP (login form, session cookie, CSRF token), attach one drive with the
+ *    Volumes page's one-click Attach form (it was bound to vfio-pci at boot), create a volume on
+ *    it (a passthru bdev on the namespace) and export it over NVMe/TCP through /api/rpc.
  * 3. A lab guest (test/vm) connects with nvme-cli through the host and runs fio with crc32c
  *    verification.
  * 4. Power the appliance off (ACPI) and boot it again: the volume, the export and the data are
@@ -130,6 +130,27 @@ class AdminClient {
     const m = /<meta name="csrf-token" content="([^"]+)"/.exec(html);
     assert.ok(m?.[1], "the dashboard carries the session's CSRF token");
     return new AdminClient(base, session, m[1]);
+  }
+
+  async page(path: string): Promise<string> {
+    const r = await fetch(`${this.base}${path}`, {
+      headers: { Cookie: `sluice_session=${this.session}` },
+    });
+    assert.equal(r.status, 200, `GET ${path}`);
+    return await r.text();
+  }
+
+  /** Posts a page's form (with the session's CSRF token, as the page's hidden field). */
+  async form(path: string, fields: Record<string, string>): Promise<Response> {
+    return await fetch(`${this.base}${path}`, {
+      method: "POST",
+      redirect: "manual",
+      headers: {
+        "Content-Type": "application/x-www-form-urlencoded",
+        Cookie: `sluice_session=${this.session}`,
+      },
+      body: new URLSearchParams({ _csrf: this.csrf, ...fields }).toString(),
+    });
   }
 
   async rpc(method: string, params?: unknown): Promise<unknown> {
@@ -277,13 +298,26 @@ Deno.test({
     );
     const admin = await AdminClient.login(base, password);
 
-    // One drive, attached through the API (bound to vfio-pci at boot by sluice setup).
-    const names = await admin.rpc("bdev_nvme_attach_controller", {
-      name: "Nvme0",
+    // One drive, attached with one click on the Volumes page (the admin lists the node's NVMe
+    // drives; sluice setup bound them to vfio-pci at boot): the button's form, as a browser
+    // would post it.
+    const page = await admin.page("/volumes");
+    const row = new RegExp(
+      `<tr data-pci="${nvmePciAddress(0)}">[\\s\\S]*?name="name" value="([^"]+)"[\\s\\S]*?` +
+        `name="traddr" value="([^"]+)"><button>Attach as`,
+    ).exec(page);
+    assert.ok(row, `the Volumes page offers to attach ${nvmePciAddress(0)}:\n${page}`);
+    assert.equal(row[1], "Nvme0");
+    assert.equal(row[2], nvmePciAddress(0));
+    const attach = await admin.form("/volumes/create-nvme", {
+      name: row[1] as string,
       trtype: "PCIe",
-      traddr: nvmePciAddress(0),
-    }) as string[];
-    assert.deepEqual(names, ["Nvme0n1"]);
+      traddr: row[2] as string,
+    });
+    const answer = await attach.text();
+    assert.equal(attach.status, 303, `attach answered ${attach.status}: ${answer}`);
+    const attached = await admin.rpc("bdev_get_bdevs") as BdevView[];
+    assert.ok(attached.some((b) => b.name === "Nvme0n1"), "the drive's namespace is a volume");
     await admin.rpc("bdev_passthru_create", { base_bdev_name: "Nvme0n1", name: "vol0" });
     await admin.rpc("nvmf_create_transport", { trtype: "TCP" });
     await admin.rpc("nvmf_create_subsystem", {
@@ -297,7 +331,7 @@ Deno.test({
       nqn: NQN,
       listen_address: { trtype: "TCP", adrfam: "IPv4", traddr: "0.0.0.0", trsvcid: "4420" },
     });
-    log("attached Nvme0 (0000:00:04.0), volume vol0 on Nvme0n1, exported over NVMe/TCP");
+    log("attached Nvme0 (0000:00:04.0) with one click, volume vol0 on it, exported over NVMe/TCP");
 
     await labGuest(ports.nvmf, "write");
     log("lab guest: nvme connect, fio randwrite + crc32c verify of 32 MiB: ok");
