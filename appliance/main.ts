@@ -22,6 +22,7 @@ import { dd, DD_USAGE } from "./dd.ts";
 import { top, TOP_USAGE } from "./top.ts";
 import { ADMIN_TOKEN_USAGE, adminToken } from "./web/token_cli.ts";
 import { setup, SETUP_USAGE } from "./setup.ts";
+import { STATUS_SCREEN_USAGE, statusScreen } from "./status_screen.ts";
 import { exists, isServing } from "./fs.ts";
 import { keyStoreOf } from "../src/crypto/crypto_rpc.ts";
 import { selectCrc32cEngine } from "../src/nvmf_tcp/crc_engine.ts";
@@ -58,6 +59,7 @@ Commands:
   perf      Measure an NVMe-oF target as spdk_nvme_perf does (sluice perf --help)
   dd        Copy between files and bdevs offline, as spdk_dd does (sluice dd --help)
   setup     Bind NVMe devices to vfio-pci and back, as SPDK's setup.sh (sluice setup --help)
+  status-screen  The appliance console's status (admin URL, first-boot password, volumes)
   help      Show this help, or a command's: sluice help <command>
 
 Run 'sluice <command> --help' for a command's options.`;
@@ -544,6 +546,8 @@ export async function main(args: string[]): Promise<number> {
         return await adminToken(rest);
       case "setup":
         return await setup(rest);
+      case "status-screen":
+        return await statusScreen(rest);
       case "--version":
       case "version":
         console.log(`sluice ${VERSION}`);
@@ -569,6 +573,8 @@ export async function main(args: string[]): Promise<number> {
           ? ADMIN_TOKEN_USAGE
           : topic === "setup"
           ? SETUP_USAGE
+          : topic === "status-screen"
+          ? STATUS_SCREEN_USAGE
           : USAGE;
         console.log(usage);
         return command === undefined ? 2 : 0;

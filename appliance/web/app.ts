@@ -19,6 +19,7 @@ import { RpcQueue } from "../../src/rpc/server.ts";
 import { formatPrometheus, type StatsSnapshot } from "../../src/stats/stats.ts";
 import { type AdminAuth, passwordProblem, randomToken, sameSecret, type Session } from "./auth.ts";
 import { openApiDocument } from "./openapi.ts";
+import { setupStatus } from "../setup.ts";
 import type { LogRing } from "./log_ring.ts";
 import {
   APP_JS,
@@ -366,11 +367,21 @@ export function createAdminApp(opts: AdminAppOptions): Hono<Env> {
   ) => {
     const keys = (await call("accel_crypto_keys_get") as { name: string }[]).map((k) => k.name);
     const controllers = await call("bdev_nvme_get_controllers") as NvmeCtrlrView[];
+    let pciDrives: MoreVolumeForms["pciDrives"] = [];
+    try {
+      // sysfs, as `sluice setup status` reads it: the drives one can attach with one click.
+      pciDrives = (await setupStatus()).devices.map((d) => ({
+        address: d.address,
+        driver: d.driver,
+        inUse: d.inUse,
+      }));
+    } catch { /* no sysfs here: no list */ }
     return c.html(
       volumesPage(csrfOf(c), await call("bdev_get_bdevs") as BdevView[], form, deleteError, {
         ...more,
         keys,
         controllers,
+        pciDrives,
       }),
       status,
     );

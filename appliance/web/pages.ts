@@ -269,6 +269,59 @@ export interface MoreVolumeForms {
   controllers?: NvmeCtrlrView[];
   detachError?: { name: string; error: string };
   values?: Record<string, string>;
+  /** The node's NVMe controllers from sysfs (`sluice setup status`), attached or not. */
+  pciDrives?: { address: string; driver: string | null; inUse: string[] }[];
+}
+
+/** The first NvmeN name no attached controller has. */
+function freeControllerName(ctrlrs: NvmeCtrlrView[]): string {
+  const taken = new Set(ctrlrs.map((c) => c.name));
+  let i = 0;
+  while (taken.has(`Nvme${i}`)) i++;
+  return `Nvme${i}`;
+}
+
+/** The node's NVMe drives, each free one with a one-click Attach (a prefilled attach form). */
+function pciDriveTable(csrf: string, m: MoreVolumeForms): Html {
+  const drives = m.pciDrives ?? [];
+  const ctrlrs = m.controllers ?? [];
+  const attached = new Map(
+    ctrlrs.flatMap((c) => c.ctrlrs.map((x) => [x.trid.traddr, c.name] as const)),
+  );
+  const name = freeControllerName(ctrlrs);
+  return html`
+    <h2>NVMe drives in this node</h2>
+    <table id="nvme-drives">
+      <thead>
+        <tr>
+          <th>PCI address</th>
+          <th>Driver</th>
+          <th>State</th>
+        </tr>
+      </thead>
+      <tbody>${drives.map((d) => {
+        const ctrl = attached.get(d.address);
+        const state = ctrl !== undefined
+          ? html`attached as ${ctrl}`
+          : d.inUse.length > 0
+          ? html`in use by the system: ${d.inUse[0]}`
+          : d.driver === "vfio-pci"
+          ? html`<form method="post" action="/volumes/create-nvme">
+          <input type="hidden" name="_csrf" value="${csrf}"><input type="hidden" name="name" value="${name}"><input
+            type="hidden" name="trtype" value="PCIe"><input type="hidden" name="traddr" value="${d.address}"><button>Attach as ${name}</button></form>`
+          : html`not on vfio-pci: run <code>sluice setup bind ${d.address}</code>`;
+        return html`
+          <tr data-pci="${d.address}">
+            <td>${d.address}</td>
+            <td>${d.driver ??
+              "none"}</td>
+            <td>${state}</td>
+          </tr>
+        `;
+      })}</tbody>
+    </table>
+    ${drives.length === 0 ? html`<p>No NVMe controller found in this node.</p>` : ""}
+  `;
 }
 
 /** The subset of `bdev_nvme_get_controllers` the Volumes page shows. */
@@ -281,6 +334,7 @@ function nvmeForms(csrf: string, m: MoreVolumeForms): Html {
   const v = m.values ?? {};
   const ctrlrs = m.controllers ?? [];
   return html`
+    ${pciDriveTable(csrf, m)}
     <h2>Local NVMe controllers</h2>
     <table id="nvme-controllers">
       <thead>
