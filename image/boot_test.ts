@@ -316,6 +316,28 @@ Deno.test({
     });
     const answer = await attach.text();
     assert.equal(attach.status, 303, `attach answered ${attach.status}: ${answer}`);
+    // A reactor per vCPU (--cpumask all): the main thread's and a data-path worker, which
+    // serves a vhost-user-blk controller placed on it from its replica of a RAM volume.
+    const reactors = await admin.rpc("framework_get_reactors") as {
+      reactors: { lcore: number; thread: string }[];
+    };
+    assert.deepEqual(reactors.reactors.map((r) => [r.lcore, r.thread]), [
+      [0, "main"],
+      [1, "worker"],
+    ]);
+    await admin.rpc("bdev_malloc_create", { name: "ram0", num_blocks: 2048, block_size: 512 });
+    await admin.rpc("vhost_create_blk_controller", {
+      ctrlr: "vm0",
+      dev_name: "ram0",
+      socket: "/var/lib/sluice/vm0.sock",
+      cpumask: "0x2",
+    });
+    const [vm0] = await admin.rpc("vhost_get_controllers", { name: "vm0" }) as {
+      reactor: number;
+    }[];
+    assert.equal(vm0?.reactor, 1, "the controller is on the worker");
+    await admin.rpc("vhost_delete_controller", { ctrlr: "vm0" });
+    await admin.rpc("bdev_malloc_delete", { name: "ram0" });
     const attached = await admin.rpc("bdev_get_bdevs") as BdevView[];
     assert.ok(attached.some((b) => b.name === "Nvme0n1"), "the drive's namespace is a volume");
     await admin.rpc("bdev_passthru_create", { base_bdev_name: "Nvme0n1", name: "vol0" });

@@ -96,7 +96,13 @@ const DISABLE_UNITS = [
 const MASK_UNITS = ["getty@tty1.service", "systemd-networkd-wait-online.service"];
 
 /** The modules of sluice the appliance runs (and what they import). */
-const SLUICE_ENTRY_POINTS = ["appliance/main.ts", "appliance/web/start.ts", "appliance/setup.ts"];
+const SLUICE_ENTRY_POINTS = [
+  "appliance/main.ts",
+  "appliance/web/start.ts",
+  "appliance/setup.ts",
+  // Loaded with new Worker(), which `deno info` does not follow: the data-path workers.
+  "src/worker/worker_main.ts",
+];
 
 function log(msg: string): void {
   console.log(`image: ${msg}`);
