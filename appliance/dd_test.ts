@@ -3,6 +3,7 @@ import { hasOpensslCli, referenceXts } from "../src/testing/xts_reference.ts";
 import { createNativeXtsEngine } from "../src/crypto/native_xts.ts";
 import { dd } from "./dd.ts";
 import { main } from "./main.ts";
+import { exists } from "./fs.ts";
 
 const noEngine = createNativeXtsEngine() === null;
 const KEY = "2718281828459045235360287471352662497757247093699959574966967627";
@@ -257,12 +258,3 @@ Deno.test("dd: wired into the sluice command with --help", async () => {
   assert(out[0]?.startsWith("Usage: sluice dd --json FILE"), out[0]);
   assertEquals(out[0], out[1]);
 });
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}

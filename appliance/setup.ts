@@ -24,6 +24,7 @@
  * Exit status: 0 done, 1 a check or a bind failed (message on stderr), 2 usage error.
  * @module
  */
+import { exists } from "./fs.ts";
 
 /** The usage text of `sluice setup --help`. */
 export const SETUP_USAGE = `Usage: sluice setup [status|bind|unbind] [options] [PCI address...]
@@ -580,15 +581,6 @@ async function listDir(path: string): Promise<string[]> {
     // missing: empty
   }
   return names;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function isDir(path: string): Promise<boolean> {

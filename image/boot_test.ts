@@ -25,6 +25,7 @@ import { outputTail, runGuest } from "../test/vm/guest.ts";
 import { runChecked } from "../test/vm/exec.ts";
 import { DISK } from "./layout.ts";
 import { ApplianceVm, nvmePciAddress, overlay, OVMF_CODE, OVMF_VARS } from "./vm.ts";
+import { exists } from "../appliance/fs.ts";
 
 const REPO = fileURLToPath(new URL("../", import.meta.url)).replace(/\/$/, "");
 const DIST = Deno.env.get("SLUICE_IMAGE_DIST") ?? `${REPO}/dist`;
@@ -530,12 +531,3 @@ Deno.test({
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}

@@ -27,6 +27,7 @@ import { fileURLToPath } from "node:url";
 import { runChecked, runCommand, which } from "../test/vm/exec.ts";
 import { VERSION } from "../src/version.ts";
 import { DISK, IMAGE_FORMAT, MIRRORS, partitionTable, SECTOR } from "./layout.ts";
+import { exists } from "../appliance/fs.ts";
 
 const REPO = fileURLToPath(new URL("../", import.meta.url)).replace(/\/$/, "");
 const IMAGE_DIR = `${REPO}/image`;
@@ -112,15 +113,6 @@ async function sha256Hex(data: Uint8Array | string): Promise<string> {
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   const digest = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Installs the host tools with apt-get when one is missing (as root), like test/vm/setup.ts. */

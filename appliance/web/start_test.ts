@@ -1,15 +1,7 @@
 import { assert, assertEquals, assertRejects } from "../../src/testing/assert.ts";
 import { App } from "../../src/app.ts";
 import { startAdmin } from "./start.ts";
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { exists } from "../fs.ts";
 
 Deno.test("web start: a taken port leaves no admin.json behind, so the password is not lost", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sluice-web-start-" });

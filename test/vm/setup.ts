@@ -29,6 +29,7 @@ import { CpioWriter } from "./cpio.ts";
 import { CommandError, runChecked, runCommand } from "./exec.ts";
 import { extractVmlinux, hasPvhEntry } from "./kernel_image.ts";
 import { labDir, type LabManifest, labPaths, type PieceName, readLab } from "./lab.ts";
+import { exists } from "../../appliance/fs.ts";
 
 /** Debian packages the lab uses on the host. */
 export const HOST_PACKAGES: readonly string[] = [
@@ -714,15 +715,6 @@ async function writeAtomic(path: string, data: Uint8Array): Promise<void> {
   const tmp = `${path}.tmp-${Deno.pid}`;
   await Deno.writeFile(tmp, data);
   await Deno.rename(tmp, path);
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Removes run directories older than two days and big initrd files left by killed runs. */
