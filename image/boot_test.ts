@@ -228,9 +228,6 @@ async function labGuest(port: number, mode: "write" | "verify"): Promise<void> {
     net: true,
     modules: ["nvme_tcp"],
     env: { ADDR: "10.0.2.2", PORT: String(port), NQN, MODE: mode },
-    // Under TCG on a loaded host the kernel's IO-APIC timer check can fail and panic at boot
-    // ("IO-APIC + timer doesn't work"); the check is about real wiring, not what we test.
-    kernelArgs: ["no_timer_check"],
     timeoutSec: 600,
   });
   assert.equal(r.exitCode, 0, outputTail(r.output, 40));
