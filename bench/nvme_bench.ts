@@ -19,6 +19,7 @@
  * @module
  */
 import { type FioResult, runFio } from "./fio.ts";
+import { f1, k, ratio, table } from "./common.ts";
 
 type Rw = "randread" | "randwrite";
 
@@ -143,25 +144,6 @@ async function waitForNamespace(bdf: string): Promise<string> {
 // ---------------------------------------------------------------------------------------------
 // Host side
 
-function table(header: string[], rows: string[][]): void {
-  const cells = [header, ...rows];
-  const widths = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? "").length)));
-  const line = (r: string[]) =>
-    `| ${
-      r.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join(
-        " | ",
-      )
-    } |`;
-  console.log(line(header));
-  console.log(
-    `| ${widths.map((w, i) => (i === 0 ? "-".repeat(w) : `${"-".repeat(w - 1)}:`)).join(" | ")} |`,
-  );
-  for (const r of rows) console.log(line(r));
-}
-
-const k = (n: number) => (n >= 1000 ? `${(n / 1000).toFixed(1)}k` : n.toFixed(0));
-const f1 = (n: number) => n.toFixed(1);
-
 /** Prints the table of a guest report. */
 export function printReport(r: GuestReport, seconds: number): void {
   const sluice = "unavailable" in r.sluice ? null : r.sluice;
@@ -176,7 +158,7 @@ export function printReport(r: GuestReport, seconds: number): void {
       sl ? k(sl.iops) : "n/a",
       sl ? f1(sl.meanUs) : "n/a",
       sl ? f1(sl.p99Us) : "n/a",
-      sl && kn && kn.iops > 0 ? `${(sl.iops / kn.iops).toFixed(2)}x` : "-",
+      sl && kn ? ratio(sl.iops, kn.iops) : "-",
     ];
   });
   console.log(
