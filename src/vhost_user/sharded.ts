@@ -108,45 +108,55 @@ export class ShardedVhostBackend implements VhostUserBackend {
     return shard.worker.request({ op: "shard", shard: shard.id, call });
   }
 
-  #forEachShard(fn: (s: Shard) => void): void {
-    for (const s of this.#shards) fn(s);
+  /** A device-wide message without fds: the primary first, then every shard. */
+  #fanOut(primary: () => void, call: ShardCall): void {
+    primary();
+    for (const s of this.#shards) this.#post(s, call);
   }
 
-  setFeatures(features: bigint): void {
-    this.#primary.setFeatures(features);
-    this.#forEachShard((s) => this.#post(s, { m: "setFeatures", features }));
-  }
-
-  setMemTable(regions: readonly MemoryRegion[], fds: number[]): void {
-    // Dup before the primary takes (and may close) the originals.
-    const copies = this.#shards.map(() => fds.map(dupFd));
+  /**
+   * A device-wide message that brings fds: each shard gets its own dups, made before the
+   * primary takes (and may close) the originals; when the primary refuses, or a dup fails,
+   * the dups made are closed and the error goes to the session.
+   */
+  #fanOutFds(
+    fds: readonly number[],
+    primary: () => void,
+    call: (fds: number[]) => ShardCall,
+  ): void {
+    const copies: number[][] = [];
     try {
-      this.#primary.setMemTable(regions, fds);
+      for (const _ of this.#shards) copies.push(fds.map(dupFd));
+      primary();
     } catch (e) {
       for (const c of copies) for (const fd of c) closeFd(fd);
       throw e;
     }
-    this.#shards.forEach((s, i) =>
-      this.#post(s, { m: "setMemTable", regions: [...regions], fds: copies[i] as number[] })
-    );
+    this.#shards.forEach((s, i) => this.#post(s, call(copies[i] as number[])));
+  }
+
+  setFeatures(features: bigint): void {
+    this.#fanOut(() => this.#primary.setFeatures(features), { m: "setFeatures", features });
+  }
+
+  setMemTable(regions: readonly MemoryRegion[], fds: number[]): void {
+    this.#fanOutFds(fds, () => this.#primary.setMemTable(regions, fds), (copies) => ({
+      m: "setMemTable",
+      regions: [...regions],
+      fds: copies,
+    }));
   }
 
   addMemRegion(region: MemoryRegion, fd: number): void {
-    const copies = this.#shards.map(() => dupFd(fd));
-    try {
-      this.#primary.addMemRegion(region, fd);
-    } catch (e) {
-      for (const c of copies) closeFd(c);
-      throw e;
-    }
-    this.#shards.forEach((s, i) =>
-      this.#post(s, { m: "addMemRegion", region, fd: copies[i] as number })
-    );
+    this.#fanOutFds([fd], () => this.#primary.addMemRegion(region, fd), ([copy]) => ({
+      m: "addMemRegion",
+      region,
+      fd: copy as number,
+    }));
   }
 
   removeMemRegion(region: MemoryRegion): void {
-    this.#primary.removeMemRegion(region);
-    this.#forEachShard((s) => this.#post(s, { m: "removeMemRegion", region }));
+    this.#fanOut(() => this.#primary.removeMemRegion(region), { m: "removeMemRegion", region });
   }
 
   /** The vring with the shard's own copies of its fds. */
@@ -217,42 +227,49 @@ export class ShardedVhostBackend implements VhostUserBackend {
   }
 
   setConfig(offset: number, data: Uint8Array, flags: number): void {
-    this.#primary.setConfig(offset, data);
-    this.#forEachShard((s) => this.#post(s, { m: "setConfig", offset, data, flags }));
+    this.#fanOut(() => this.#primary.setConfig(offset, data), {
+      m: "setConfig",
+      offset,
+      data,
+      flags,
+    });
   }
 
   reset(): void {
-    this.#primary.reset();
-    this.#forEachShard((s) => this.#post(s, { m: "reset" }));
+    this.#fanOut(() => this.#primary.reset(), { m: "reset" });
   }
 
   getInflightFd(numQueues: number, queueSize: number): InflightArea {
     const area = this.#primary.getInflightFd(numQueues, queueSize);
     const inflight = { mmapSize: area.mmapSize, mmapOffset: area.mmapOffset, numQueues, queueSize };
-    this.#forEachShard((s) => this.#post(s, { m: "setInflightFd", inflight, fd: dupFd(area.fd) }));
+    // The session sends and closes area.fd: the shards map the area from their own dups.
+    for (const s of this.#shards) {
+      this.#post(s, { m: "setInflightFd", inflight, fd: dupFd(area.fd) });
+    }
     return area;
   }
 
   setInflightFd(inflight: InflightDescription, fd: number): void {
-    const copies = this.#shards.map(() => dupFd(fd));
-    this.#primary.setInflightFd(inflight, fd);
-    this.#shards.forEach((s, i) =>
-      this.#post(s, { m: "setInflightFd", inflight, fd: copies[i] as number })
-    );
+    this.#fanOutFds([fd], () => this.#primary.setInflightFd(inflight, fd), ([copy]) => ({
+      m: "setInflightFd",
+      inflight,
+      fd: copy as number,
+    }));
   }
 
   setLogBase(log: LogDescription, fd: number): void {
-    const copies = this.#shards.map(() => dupFd(fd));
-    this.#primary.setLogBase(log, fd);
-    this.#shards.forEach((s, i) =>
-      this.#post(s, { m: "setLogBase", log, fd: copies[i] as number })
-    );
+    this.#fanOutFds([fd], () => this.#primary.setLogBase(log, fd), ([copy]) => ({
+      m: "setLogBase",
+      log,
+      fd: copy as number,
+    }));
   }
 
   setLogFd(fd: number): void {
-    const copies = this.#shards.map(() => dupFd(fd));
-    this.#primary.setLogFd(fd);
-    this.#shards.forEach((s, i) => this.#post(s, { m: "setLogFd", fd: copies[i] as number }));
+    this.#fanOutFds([fd], () => this.#primary.setLogFd(fd), ([copy]) => ({
+      m: "setLogFd",
+      fd: copy as number,
+    }));
   }
 
   /** Closes the primary and every shard; settles once all have let go of their bdev I/O. */
